@@ -1,0 +1,1 @@
+"""Repository adapters: one module per backend, each independent of the others."""

@@ -1,0 +1,133 @@
+"""The composition root: settings read once from the environment, the backend chosen by
+`KV_BACKEND`, and the service built on it."""
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from dependency_injector import containers, providers
+
+from kv.adapters.memory import open_memory_repository
+from kv.domain.service import KVService
+
+BACKENDS = ("memory",)
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
+
+
+class ConfigError(ValueError):
+    """A setting has a value the service cannot run with; the message says which and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every setting of CONTRACT.md, with its default."""
+
+    backend: str = "memory"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    tarantool_url: str = "127.0.0.1:3301"
+    tarantool_space: str = "kv"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = "kv:"
+    redis_cluster: bool = False
+    backend_timeout: float = 2.0
+    max_body_bytes: int = 1048576
+    log_level: str = "INFO"
+    log_format: str = "text"
+    log_file: str | None = None
+    enable_reset: bool = False
+    auth_token: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ConfigError(
+                f"KV_BACKEND={self.backend!r} is not a backend; valid ones: {', '.join(BACKENDS)}"
+            )
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(
+                f"KV_LOG_FORMAT={self.log_format!r} is not valid; "
+                f"use one of: {', '.join(LOG_FORMATS)}"
+            )
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError(
+                f"KV_LOG_LEVEL={self.log_level!r} is not valid; use one of: {', '.join(LOG_LEVELS)}"
+            )
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"KV_PORT={self.port} is not a TCP port (1-65535)")
+        if self.workers < 1:
+            raise ConfigError(f"KV_WORKERS={self.workers} must be at least 1")
+        if self.workers > 1 and self.backend == "memory":
+            raise ConfigError(
+                "the memory backend lives in one process: KV_WORKERS must be 1 with it "
+                "(use tarantool or redis to run several workers)"
+            )
+        if not self.backend_timeout > 0:
+            raise ConfigError(f"KV_BACKEND_TIMEOUT={self.backend_timeout} must be above 0")
+        if self.max_body_bytes < 1:
+            raise ConfigError(f"KV_MAX_BODY_BYTES={self.max_body_bytes} must be at least 1")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> "Settings":
+        """Settings from `KV_*` variables; `overrides` (CLI flags) win over the environment."""
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            raw = environ.get(f"KV_{field.name.upper()}")
+            if raw is None or (raw == "" and field.default is None):
+                continue
+            values[field.name] = _parse(field.name, field.type, raw.strip())
+        values.update({name: value for name, value in overrides.items() if value is not None})
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+
+def _parse(name: str, kind: object, raw: str) -> Any:
+    variable = f"KV_{name.upper()}"
+    if kind in ("bool", bool):
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{variable}={raw!r} is not a boolean (true or false)")
+    if kind in ("int", int):
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"{variable}={raw!r} is not a whole number") from None
+    if kind in ("float", float):
+        try:
+            return float(raw)
+        except ValueError:
+            raise ConfigError(f"{variable}={raw!r} is not a number of seconds") from None
+    if name in ("log_level",):
+        return raw.upper()
+    if name in ("backend", "log_format"):
+        return raw.lower()
+    return raw
+
+
+class Container(containers.DeclarativeContainer):
+    """Wires the chosen backend into the service.
+
+    Only the selected Resource is started, by resolving `service` (never `init_resources()`,
+    which would open every branch of the Selector); `shutdown_resources()` closes it.
+    """
+
+    config = providers.Configuration()
+
+    repository = providers.Selector(
+        config.backend,
+        memory=providers.Resource(open_memory_repository),
+    )
+
+    service = providers.Singleton(KVService, repository=repository)
+
+
+def build_container(settings: Settings) -> Container:
+    container = Container()
+    container.config.from_dict(dataclasses.asdict(settings))
+    return container

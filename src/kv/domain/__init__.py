@@ -1,0 +1,4 @@
+"""The domain: key and value rules, records, errors, the repository port and the service.
+
+Imports only the standard library (enforced by import-linter).
+"""

@@ -1,0 +1,83 @@
+"""Records and the rules a key and a value must follow."""
+
+import re
+from dataclasses import dataclass
+
+from kv.domain.errors import InvalidKey, InvalidValue
+
+MAX_KEY_BYTES = 1024
+MAX_VALUE_DEPTH = 256
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One stored key: its value as compact JSON text, and its revision (1 on creation)."""
+
+    key: str
+    value: str
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """A repository's answer when the record is at another revision than the one expected."""
+
+    revision: int
+
+
+def validate_key(key: object) -> str:
+    """Return `key` if it is a valid key, else raise InvalidKey saying why."""
+    if not isinstance(key, str):
+        raise InvalidKey(None, f"a key must be a string, not {_json_type(key)}")
+    if not key:
+        raise InvalidKey(key, "a key must not be empty")
+    try:
+        size = len(key) if key.isascii() else len(key.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidKey(None, "a key must be valid Unicode (no lone surrogates)") from None
+    if size > MAX_KEY_BYTES:
+        raise InvalidKey(
+            key[:64] + "…", f"a key must be at most {MAX_KEY_BYTES} bytes in UTF-8, not {size}"
+        )
+    if _CONTROL.search(key):
+        raise InvalidKey(key, "a key must not contain control characters (U+0000-U+001F, U+007F)")
+    if key[-1] == "/":
+        raise InvalidKey(key, "a key must not end with '/'")
+    return key
+
+
+def validate_value(value: object) -> None:
+    """Raise InvalidValue if a decoded JSON value nests deeper than MAX_VALUE_DEPTH levels.
+
+    Depth counts containers: a scalar is 0, `[]` is 1, `[[1]]` is 2.
+    """
+    if not isinstance(value, dict | list):
+        return
+    # Iterative on purpose: recursion would hit Python's own limit before ours on hostile input.
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_VALUE_DEPTH:
+            raise InvalidValue(None, f"the value nests deeper than {MAX_VALUE_DEPTH} levels")
+        children = node.values() if isinstance(node, dict) else node
+        for child in children:  # type: ignore[attr-defined]
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
+
+
+def _json_type(value: object) -> str:
+    match value:
+        case None:
+            return "null"
+        case bool():
+            return "a boolean"
+        case int() | float():
+            return "a number"
+        case list():
+            return "an array"
+        case dict():
+            return "an object"
+        case _:
+            return type(value).__name__

@@ -1,0 +1,1 @@
+"""Entrypoints: the HTTP application and the command line."""

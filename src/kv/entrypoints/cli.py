@@ -1,0 +1,69 @@
+"""`kv serve`: run the service configured from the environment, flags overriding it."""
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+import uvicorn
+
+from kv.container import BACKENDS, ConfigError, Settings
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kv", description="kv: a key-value store over HTTP")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the HTTP service (configured by KV_* variables)")
+    serve.add_argument("--host", help="address to listen on (KV_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (KV_PORT, default 8000)")
+    serve.add_argument(
+        "--backend", help=f"one of {', '.join(BACKENDS)} (KV_BACKEND, default memory)"
+    )
+    serve.add_argument("--workers", type=int, help="worker processes (KV_WORKERS, default 1)")
+    return parser
+
+
+def serve(args: argparse.Namespace) -> int:
+    overrides = {
+        "host": args.host,
+        "port": args.port,
+        "backend": args.backend.lower() if args.backend else None,
+        "workers": args.workers,
+    }
+    try:
+        settings = Settings.from_env(os.environ, **overrides)
+    except ConfigError as exc:
+        print(f"kv: {exc}", file=sys.stderr)
+        return 2
+    from kv.entrypoints.http import create_app
+
+    options = {
+        "host": settings.host,
+        "port": settings.port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "access_log": False,  # the operation log records every operation, batched
+        "log_config": None,
+        "lifespan": "on",
+        "timeout_graceful_shutdown": 10,
+    }
+    if settings.workers == 1:
+        uvicorn.run(create_app(settings), **options)  # type: ignore[arg-type]
+    else:
+        # Each worker process builds its own app from the environment: pass the flags on.
+        for name, value in overrides.items():
+            if value is not None:
+                os.environ[f"KV_{name.upper()}"] = str(value)
+        uvicorn.run("kv.entrypoints.http:app", workers=settings.workers, **options)  # type: ignore[arg-type]
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        return serve(args)
+    return 2  # unreachable: argparse requires a known command
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,415 @@
+"""The Starlette application: routes, request parsing, responses and the error map.
+
+`app = create_app()` reads the environment but does no I/O: the backend connects in the
+lifespan, and only the backend chosen by `KV_BACKEND` is started.
+"""
+
+import asyncio
+import http
+import json
+import os
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypedDict
+from urllib.parse import unquote_to_bytes
+
+import orjson
+from loguru import logger
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from kv import __version__
+from kv.container import Settings, build_container
+from kv.domain.errors import (
+    InvalidInput,
+    InvalidKey,
+    KeyExists,
+    KeyNotFound,
+    KVError,
+    RevisionMismatch,
+    StorageUnavailable,
+)
+from kv.domain.model import Record, validate_value
+from kv.domain.service import KVService
+from kv.entrypoints.middleware import (
+    KEY,
+    OPERATION,
+    SIZE,
+    BearerAuthMiddleware,
+    RequestContextMiddleware,
+)
+from kv.entrypoints.problems import (
+    MEDIA_TYPE,
+    BadRequest,
+    HTTPProblem,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    problem_body,
+)
+from kv.logs import OperationLog, configure_logging, remove_handlers
+
+ITEM_METHODS = ("GET", "HEAD", "PUT", "DELETE")
+COLLECTION_METHODS = ("POST",)
+ITEM_OPERATIONS = {"GET": "get", "HEAD": "get", "PUT": "overwrite", "DELETE": "delete"}
+RETRY_AFTER_SECONDS = "1"
+
+# orjson reads integers beyond 64 bits as floats; a run of 20+ digits sends the body to the
+# standard library, which keeps them exact.
+_LONG_DIGITS = re.compile(rb"[0-9]{20}")
+
+
+class State(TypedDict):
+    service: KVService
+    settings: Settings
+
+
+# --- requests -------------------------------------------------------------------------------
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refused with 413 as soon as it is known to exceed `limit` bytes.
+
+    Counted while it streams in, so a huge body is never held in memory (the check lives here
+    rather than in a middleware because only these handlers read bodies, and the operation is
+    already named when it fails, so the 413 is logged with it).
+    """
+    for name, value in request.scope["headers"]:
+        if name == b"content-length":
+            if value.isdigit() and int(value) > limit:
+                raise PayloadTooLarge(limit)
+            break
+    receive = request.receive
+    body = b""
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
+        if chunk:
+            body = body + chunk if body else chunk
+            if len(body) > limit:
+                raise PayloadTooLarge(limit)
+        if not message.get("more_body", False):
+            return body
+
+
+def parse_json(body: bytes) -> Any:
+    """Decode a request body strictly: UTF-8, one document, no NaN or Infinity."""
+    if not _LONG_DIGITS.search(body):
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise BadRequest(f"the body is not valid JSON: {exc}") from None
+    try:
+        return json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}") from None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def encode_value(value: Any) -> str:
+    """The compact JSON text stored for `value` (after the domain's depth rule)."""
+    validate_value(value)
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:
+        # Integers beyond 64 bits, which orjson cannot write.
+        try:
+            text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+            text.encode("utf-8")
+        except (ValueError, RecursionError) as exc:
+            raise BadRequest(f"the value cannot be stored as JSON: {exc}") from None
+        return text
+
+
+def json_object(
+    request_body: bytes, allowed: tuple[str, ...], required: tuple[str, ...]
+) -> dict[str, Any]:
+    data = parse_json(request_body)
+    if not isinstance(data, dict):
+        raise BadRequest(f"the body must be a JSON object with the fields {', '.join(allowed)}")
+    unknown = [name for name in data if name not in allowed]
+    if unknown:
+        raise BadRequest(
+            f"unknown field(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(allowed)}"
+        )
+    missing = [name for name in required if name not in data]
+    if missing:
+        raise BadRequest(f"missing field(s) {', '.join(map(repr, missing))}")
+    return data
+
+
+def path_key(scope: Scope, prefix: int) -> str:
+    """The key in the URL after `prefix` characters, percent-decoded as UTF-8.
+
+    Read from `raw_path` so invalid UTF-8 is a 400 rather than a replacement character; one
+    trailing `/` is ignored like everywhere else.
+    """
+    raw: bytes | None = scope.get("raw_path")
+    if raw is None:
+        key: str = scope["path"][prefix:]
+    else:
+        raw = raw[prefix:]
+        if raw.endswith(b"/"):
+            raw = raw[:-1]
+        if b"%" not in raw:
+            try:
+                return raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InvalidKey(None, "the key in the URL is not valid UTF-8") from None
+        try:
+            key = unquote_to_bytes(raw).decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidKey(None, "the key in the URL is not valid UTF-8") from None
+    return key
+
+
+def expected_revision(request: Request) -> int | None:
+    """The revision an `If-Match` header requires, None without one (or with `*`)."""
+    header = request.headers.get("if-match")
+    if header is None:
+        return None
+    tag = header.strip()
+    if tag == "*":
+        return None
+    if len(tag) > 2 and tag[0] == '"' and tag[-1] == '"' and tag[1:-1].isdigit():
+        return int(tag[1:-1])
+    if tag.startswith('W/"'):
+        return 0  # a weak tag never matches under the strong comparison If-Match uses
+    raise BadRequest(f'If-Match must be one entity tag such as "3" (or *), not {header!r}')
+
+
+# --- responses ------------------------------------------------------------------------------
+
+
+def record_response(record: Record, *, with_value: bool = True) -> Response:
+    key = orjson.dumps(record.key)
+    if with_value:
+        body = b'{"key":%b,"value":%b,"revision":%d}' % (
+            key,
+            record.value.encode(),
+            record.revision,
+        )
+    else:
+        body = b'{"key":%b,"revision":%d}' % (key, record.revision)
+    return Response(body, media_type="application/json", headers={"etag": f'"{record.revision}"'})
+
+
+def json_response(content: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(content), status_code=status, media_type="application/json")
+
+
+def problem(
+    status: int,
+    title: str,
+    detail: str,
+    *,
+    key: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    return Response(
+        problem_body(status, title, detail, key=key),
+        status_code=status,
+        media_type=MEDIA_TYPE,
+        headers=headers,
+    )
+
+
+# --- handlers -------------------------------------------------------------------------------
+
+
+async def kv_item(request: Request) -> Response:
+    scope = request.scope
+    method = scope["method"]
+    operation = ITEM_OPERATIONS.get(method)
+    if operation is None:
+        raise MethodNotAllowed(method, ITEM_METHODS)
+    scope[OPERATION] = operation
+    key = path_key(scope, 4)  # after "/kv/"
+    scope[KEY] = key
+    state = scope["state"]
+    service: KVService = state["service"]
+    if operation == "get":
+        record = await service.get(key)
+        scope[SIZE] = utf8_size(record.value)
+        return record_response(record)
+    if operation == "overwrite":
+        body = await read_body(request, state["settings"].max_body_bytes)
+        data = json_object(body, ("value", "key"), ("value",))
+        if "key" in data and data["key"] != key:
+            raise BadRequest(f"the body's key {data['key']!r} differs from the key in the path")
+        value = encode_value(data["value"])
+        scope[SIZE] = utf8_size(value)
+        revision = expected_revision(request)
+        return record_response(await service.replace(key, value, expected_revision=revision))
+    revision = expected_revision(request)
+    deleted = await service.delete(key, expected_revision=revision)
+    return record_response(Record(key, "", deleted), with_value=False)
+
+
+def utf8_size(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
+
+
+async def kv_collection(request: Request) -> Response:
+    scope = request.scope
+    if scope["method"] != "POST":
+        raise MethodNotAllowed(scope["method"], COLLECTION_METHODS)
+    scope[OPERATION] = "create"
+    state = scope["state"]
+    data = json_object(
+        await read_body(request, state["settings"].max_body_bytes),
+        ("key", "value"),
+        ("key", "value"),
+    )
+    key = data["key"]
+    scope[KEY] = key if isinstance(key, str) else None
+    value = encode_value(data["value"])
+    scope[SIZE] = utf8_size(value)
+    record = await state["service"].create(key, value)
+    return record_response(record)
+
+
+async def root(request: Request) -> Response:
+    settings: Settings = request.scope["state"]["settings"]
+    return json_response({"service": "kv", "version": __version__, "backend": settings.backend})
+
+
+async def health(_: Request) -> Response:
+    return json_response({"status": "ok"})
+
+
+async def ready(request: Request) -> Response:
+    state = request.scope["state"]
+    await state["service"].ping()
+    return json_response({"status": "ready", "backend": state["settings"].backend})
+
+
+class AnyMethod:
+    """An endpoint that receives every method and answers 405 itself, as problem+json.
+
+    (Starlette gives a plain function route only GET unless its methods are listed.)
+    """
+
+    def __init__(self, endpoint: Callable[[Request], Awaitable[Response]]) -> None:
+        self.endpoint = endpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self.endpoint(Request(scope, receive))
+        await response(scope, receive, send)
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+_DOMAIN_STATUS: list[tuple[type[KVError], int, str]] = [
+    (InvalidInput, 400, "Bad Request"),
+    (KeyNotFound, 404, "Not Found"),
+    (KeyExists, 409, "Conflict"),
+    (RevisionMismatch, 412, "Precondition Failed"),
+    (StorageUnavailable, 503, "Service Unavailable"),
+]
+
+
+async def domain_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, KVError)
+    status, title = next(
+        ((status, title) for kind, status, title in _DOMAIN_STATUS if isinstance(exc, kind)),
+        (500, "Internal Server Error"),
+    )
+    headers = None
+    if status == 503:
+        logger.opt(exception=exc).error("backend unavailable: {}", exc.detail)
+        headers = {"retry-after": RETRY_AFTER_SECONDS}
+    return problem(status, title, exc.detail, key=exc.key, headers=headers)
+
+
+async def http_problem(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPProblem)
+    return problem(exc.status, exc.title, exc.detail, headers=exc.headers)
+
+
+async def starlette_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    detail = exc.detail if exc.status_code != 404 else f"no route for {request.url.path}"
+    title = http.HTTPStatus(exc.status_code).phrase
+    return problem(exc.status_code, title, detail, headers=dict(exc.headers or {}))
+
+
+async def client_disconnect(_: Request, __: Exception) -> Response:
+    # Nobody reads this answer; 400 keeps the operation log honest about an incomplete body.
+    return problem(400, "Bad Request", "the client closed the connection before the body ended")
+
+
+async def server_error(_: Request, exc: Exception) -> Response:
+    logger.opt(exception=exc).error("unhandled error")
+    return problem(500, "Internal Server Error", "the server failed; the error is in its log")
+
+
+# --- the application -----------------------------------------------------------------------
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    """The application for `settings` (by default read from the environment). No I/O here."""
+    if settings is None:
+        settings = Settings.from_env(os.environ)
+    operations = OperationLog(
+        backend=settings.backend,
+        fmt=settings.log_format,
+        enabled=settings.log_level in ("TRACE", "DEBUG", "INFO"),
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[State]:
+        handlers = configure_logging(
+            level=settings.log_level, fmt=settings.log_format, file=settings.log_file
+        )
+        container = build_container(settings)
+        flusher = asyncio.create_task(operations.run())
+        try:
+            service = await container.service.async_()
+            logger.info("kv {} ready on the {} backend", __version__, settings.backend)
+            yield {"service": service, "settings": settings}
+        finally:
+            flusher.cancel()
+            operations.flush()
+            closing = container.shutdown_resources()
+            if closing is not None:
+                await closing
+            logger.info("kv stopped")
+            remove_handlers(handlers)
+
+    middleware = [Middleware(RequestContextMiddleware, operations=operations)]
+    if settings.auth_token:
+        middleware.append(Middleware(BearerAuthMiddleware, token=settings.auth_token))
+
+    routes = [
+        Route("/", root, methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/ready", ready, methods=["GET"]),
+        Route("/kv", AnyMethod(kv_collection)),
+        Route("/kv/{key:path}", AnyMethod(kv_item)),
+    ]
+    return Starlette(
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={
+            KVError: domain_error,
+            HTTPProblem: http_problem,
+            HTTPException: starlette_error,
+            ClientDisconnect: client_disconnect,
+            Exception: server_error,
+        },
+    )
+
+
+app = create_app()

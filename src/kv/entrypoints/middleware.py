@@ -1,0 +1,113 @@
+"""Pure-ASGI middleware (BaseHTTPMiddleware costs throughput): request context and auth."""
+
+import hmac
+import time
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from kv.entrypoints.problems import problem_body
+from kv.logs import OperationLog
+
+# Handlers name the operation they perform in the scope; the middleware logs it once done.
+OPERATION = "kv.operation"
+KEY = "kv.key"
+SIZE = "kv.bytes"
+REQUEST_ID = "kv.request_id"
+
+_MAX_REQUEST_ID = 128
+
+
+class RequestContextMiddleware:
+    """Gives every request an id (`X-Request-ID`, taken or generated, and returned), strips a
+    trailing `/` from the path, and records the operation the handler performed."""
+
+    def __init__(self, app: ASGIApp, *, operations: OperationLog) -> None:
+        self.app = app
+        self.operations = operations
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        path = scope["path"]
+        if len(path) > 1 and path[-1] == "/":
+            scope["path"] = path[:-1]
+        request_id = _request_id(scope["headers"])
+        scope[REQUEST_ID] = request_id
+        id_header = (b"x-request-id", request_id.encode())
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), id_header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            operation = scope.get(OPERATION)
+            if operation is not None:
+                self.operations.record(
+                    operation,
+                    scope.get(KEY),
+                    status,
+                    (time.perf_counter() - started) * 1000,
+                    request_id,
+                    scope.get(SIZE),
+                )
+
+
+def _request_id(headers: list[tuple[bytes, bytes]]) -> str:
+    for name, value in headers:
+        if name == b"x-request-id":
+            if (
+                0 < len(value) <= _MAX_REQUEST_ID
+                and value.isascii()
+                and value.decode().isprintable()
+            ):
+                return value.decode()
+            break  # unusable: replace it rather than echo it
+    return uuid.uuid4().hex
+
+
+class BearerAuthMiddleware:
+    """Requires `Authorization: Bearer <token>` on the data paths.
+
+    Added to the app only when a token is set, so it costs nothing otherwise."""
+
+    PROTECTED = ("/kv", "/v1", "/_reset")
+
+    def __init__(self, app: ASGIApp, *, token: str) -> None:
+        self.app = app
+        self.expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and _is_protected(scope["path"], self.PROTECTED):
+            given = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
+            # compare_digest takes time independent of where the bytes differ.
+            if not hmac.compare_digest(given, self.expected):
+                body = problem_body(
+                    401, "Unauthorized", "this path needs an Authorization: Bearer <token> header"
+                )
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 401,
+                        "headers": [
+                            (b"content-type", b"application/problem+json"),
+                            (b"content-length", str(len(body)).encode()),
+                            (b"www-authenticate", b'Bearer realm="kv"'),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
+def _is_protected(path: str, prefixes: tuple[str, ...]) -> bool:
+    return any(path == p or path.startswith(p + "/") for p in prefixes)

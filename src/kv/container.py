@@ -2,7 +2,8 @@
 `KV_BACKEND`, and the service built on it."""
 
 import dataclasses
-from collections.abc import Mapping
+import inspect
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,6 +126,20 @@ class Container(containers.DeclarativeContainer):
     )
 
     service = providers.Singleton(KVService, repository=repository)
+
+
+async def start_service(container: Container) -> KVService:
+    """Open the selected backend (only that one) and return the service built on it."""
+    service: KVService | Awaitable[KVService] = container.service()
+    # Async when the backend's Resource is async; an overridden provider may be plain.
+    return await service if inspect.isawaitable(service) else service
+
+
+async def stop_service(container: Container) -> None:
+    """Close whatever `start_service` opened."""
+    closing = container.shutdown_resources()
+    if closing is not None:
+        await closing
 
 
 def build_container(settings: Settings) -> Container:

@@ -2,7 +2,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from kv.container import Settings, build_container
+from kv.container import Settings, build_container, start_service, stop_service
 from kv.domain.ports import Repository
 
 # Every backend runs the same suite; the memory adapter is trusted as a fake because it does.
@@ -19,8 +19,6 @@ def backend(request: pytest.FixtureRequest) -> str:
 async def repository(settings: Settings) -> AsyncIterator[Repository]:
     """The repository the container opens for `settings.backend` (so the wiring is tested too)."""
     container = build_container(settings)
-    service = await container.service.async_()
+    service = await start_service(container)
     yield service.repository
-    closing = container.shutdown_resources()
-    if closing is not None:
-        await closing
+    await stop_service(container)

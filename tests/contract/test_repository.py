@@ -140,7 +140,9 @@ async def test_concurrent_upserts_count_every_write(
     assert current is not None and current.revision == 50
 
 
-async def test_clear_removes_every_key(repository: Repository, unique: Callable[[str], str]) -> None:
+async def test_clear_removes_every_key(
+    repository: Repository, unique: Callable[[str], str]
+) -> None:
     keys = [unique(str(i)) for i in range(5)]
     for key in keys:
         await repository.create(key, "1")

@@ -7,6 +7,7 @@ lifespan, and only the backend chosen by `KV_BACKEND` is started.
 import asyncio
 import http
 import json
+import math
 import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,6 +18,7 @@ from urllib.parse import unquote_to_bytes
 import orjson
 from loguru import logger
 from starlette.applications import Starlette
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
@@ -25,7 +27,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from kv import __version__
-from kv.container import Settings, build_container
+from kv.container import Container, Settings, build_container, start_service, stop_service
 from kv.domain.errors import (
     InvalidInput,
     InvalidKey,
@@ -69,6 +71,23 @@ class State(TypedDict):
     settings: Settings
 
 
+class _AnyPathConvertor(Convertor[str]):
+    """Like Starlette's `path`, but also across newlines (`.` stops at `%0A`), so a key with
+    a control character reaches the handler and gets its 400 rather than a 404."""
+
+    regex = r"[\s\S]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+# Starlette's convertor table is a registry filled at import; this adds one entry, once.
+register_url_convertor("anypath", _AnyPathConvertor())
+
+
 # --- requests -------------------------------------------------------------------------------
 
 
@@ -107,13 +126,22 @@ def parse_json(body: bytes) -> Any:
         except orjson.JSONDecodeError as exc:
             raise BadRequest(f"the body is not valid JSON: {exc}") from None
     try:
-        return json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+        return json.loads(
+            body.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float
+        )
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
 
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if math.isinf(number):
+        raise ValueError(f"the number {text[:40]} is too large to store")
+    return number
 
 
 def encode_value(value: Any) -> str:
@@ -357,8 +385,14 @@ async def server_error(_: Request, exc: Exception) -> Response:
 # --- the application -----------------------------------------------------------------------
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
-    """The application for `settings` (by default read from the environment). No I/O here."""
+def create_app(
+    settings: Settings | None = None, *, container: Container | None = None
+) -> Starlette:
+    """The application for `settings` (by default read from the environment). No I/O here.
+
+    `container` lets tests override providers (a failing repository, say); by default one is
+    built from `settings` when the app starts.
+    """
     if settings is None:
         settings = Settings.from_env(os.environ)
     operations = OperationLog(
@@ -372,18 +406,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
         handlers = configure_logging(
             level=settings.log_level, fmt=settings.log_format, file=settings.log_file
         )
-        container = build_container(settings)
+        wiring = container or build_container(settings)
         flusher = asyncio.create_task(operations.run())
         try:
-            service = await container.service.async_()
+            service = await start_service(wiring)
             logger.info("kv {} ready on the {} backend", __version__, settings.backend)
             yield {"service": service, "settings": settings}
         finally:
             flusher.cancel()
             operations.flush()
-            closing = container.shutdown_resources()
-            if closing is not None:
-                await closing
+            await stop_service(wiring)
             logger.info("kv stopped")
             remove_handlers(handlers)
 
@@ -396,7 +428,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/health", health, methods=["GET"]),
         Route("/ready", ready, methods=["GET"]),
         Route("/kv", AnyMethod(kv_collection)),
-        Route("/kv/{key:path}", AnyMethod(kv_item)),
+        Route("/kv/{key:anypath}", AnyMethod(kv_item)),
     ]
     return Starlette(
         routes=routes,

@@ -1,0 +1,114 @@
+"""`kv serve` as a user runs it: a real uvicorn process on a free loopback port."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Server:
+    def __init__(self, process: subprocess.Popen[bytes], port: int, log: Path) -> None:
+        self.process = process
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = log
+
+
+def start_kv(tmp_path: Path, **env: str) -> Server:
+    port = free_port()
+    log = tmp_path / "kv.stderr"
+    environ = {**os.environ, "KV_PORT": str(port), **env}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kv.entrypoints.cli", "serve"],
+        env=environ,
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("wb"),
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return Server(process, port, log)
+        except httpx.TransportError:
+            time.sleep(0.05)
+        if process.poll() is not None:
+            break
+    process.kill()
+    raise AssertionError(f"kv serve did not start: {log.read_text()}")
+
+
+def stop_kv(server: Server) -> int:
+    server.process.send_signal(signal.SIGTERM)
+    return server.process.wait(timeout=30)
+
+
+@pytest.fixture
+def kv_server(tmp_path: Path) -> Iterator[Server]:
+    server = start_kv(tmp_path, KV_BACKEND="memory")
+    yield server
+    if server.process.poll() is None:
+        stop_kv(server)
+
+
+def test_serve_answers_the_api_and_logs_each_operation(kv_server: Server) -> None:
+    with httpx.Client(base_url=kv_server.url, timeout=10) as client:
+        created = client.post("/kv", content=b'{"key": "a/b c", "value": [1]}')
+        assert created.status_code == 200 and created.headers["etag"] == '"1"'
+        assert client.get("/kv/a/b%20c").json() == {"key": "a/b c", "value": [1], "revision": 1}
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises it: -15 is a clean stop.
+    assert stop_kv(kv_server) in (0, -signal.SIGTERM)
+    log = kv_server.log.read_text()
+    assert "kv stopped" in log
+    assert 'create key="a/b c" outcome=ok status=200' in log
+    assert 'get key="a/b c" outcome=ok status=200' in log
+
+
+def test_a_64_mib_body_is_refused_while_streaming_and_the_server_goes_on(kv_server: Server) -> None:
+    chunk = b"x" * (1024 * 1024)
+    sent = 0
+
+    def body() -> Iterator[bytes]:
+        nonlocal sent
+        yield b'{"key": "big", "value": "'
+        for _ in range(64):
+            sent += 1
+            yield chunk
+        yield b'"}'
+
+    with httpx.Client(base_url=kv_server.url, timeout=30) as client:
+        try:
+            response = client.post("/kv", content=body())
+        except httpx.TransportError:
+            pass  # the server may close the connection before the client finished sending
+        else:
+            assert response.status_code == 413
+            assert response.headers["content-type"] == "application/problem+json"
+        # Declared too large: refused before any of it is read.
+        declared = client.post(
+            "/kv", content=b"x" * 2_000_000, headers={"content-length": "2000000"}
+        )
+        assert declared.status_code == 413
+    with httpx.Client(base_url=kv_server.url, timeout=10) as fresh:
+        assert fresh.get("/kv/big").status_code == 404
+        assert fresh.get("/health").status_code == 200
+    rss_kib = int(
+        next(
+            line.split()[1]
+            for line in Path(f"/proc/{kv_server.process.pid}/status").read_text().splitlines()
+            if line.startswith("VmHWM:")
+        )
+    )
+    assert rss_kib < 200 * 1024, f"peak RSS {rss_kib} KiB: the body was buffered"

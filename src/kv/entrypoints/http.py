@@ -56,6 +56,7 @@ from kv.logs import OperationLog, configure_logging, remove_handlers
 
 ITEM_METHODS = ("GET", "HEAD", "PUT", "DELETE")
 COLLECTION_METHODS = ("POST",)
+RESET_METHODS = ("GET", "POST")
 ITEM_OPERATIONS = {"GET": "get", "HEAD": "get", "PUT": "overwrite", "DELETE": "delete"}
 V1_ITEM_OPERATIONS = {**ITEM_OPERATIONS, "PUT": "upsert"}
 RETRY_AFTER_SECONDS = "1"
@@ -312,6 +313,16 @@ async def kv_collection(request: Request) -> Response:
     return record_response(record)
 
 
+async def reset(request: Request) -> Response:
+    """Delete every key (routed only when `KV_ENABLE_RESET` is true)."""
+    scope = request.scope
+    if scope["method"] not in RESET_METHODS:
+        raise MethodNotAllowed(scope["method"], RESET_METHODS)
+    scope[OPERATION] = "reset"
+    await scope["state"]["service"].clear()
+    return json_response({"status": "reset"})
+
+
 async def root(request: Request) -> Response:
     settings: Settings = request.scope["state"]["settings"]
     return json_response({"service": "kv", "version": __version__, "backend": settings.backend})
@@ -434,6 +445,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/v1", AnyMethod(kv_collection)),
         Route("/v1/{key:path}", AnyMethod(v1_item)),
     ]
+    if settings.enable_reset:
+        routes.append(Route("/_reset", AnyMethod(reset)))
     return Starlette(
         routes=routes,
         middleware=middleware,

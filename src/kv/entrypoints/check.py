@@ -366,10 +366,16 @@ def main(
     token: str | None,
     timeout: float,
     as_json: bool,
-    out: TextIO = sys.stdout,
-    err: TextIO = sys.stderr,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
 ) -> int:
-    """Print the report (a line per step and a summary, or JSON); return the exit status."""
+    """Print the report (a line per step and a summary, or JSON); return the exit status.
+
+    `out` and `err` default to the streams current at the call (not at import), so a
+    redirected sys.stdout is honoured.
+    """
+    out = sys.stdout if out is None else out
+    err = sys.stderr if err is None else err
     if "://" not in url:
         url = f"http://{url}"
 

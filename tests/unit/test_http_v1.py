@@ -4,6 +4,7 @@ Only the `client` and `unique` fixtures touch the store, so a suite that overrid
 can run these against a live Tarantool or Redis.
 """
 
+import secrets
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
@@ -16,6 +17,7 @@ from loguru import logger
 from kv.container import Settings
 from tests.conftest import open_client
 
+TOKEN = secrets.token_urlsafe(16)
 Unique = Callable[[str], str]
 
 ITEM_ALLOW = "GET, HEAD, PUT, DELETE"
@@ -370,9 +372,7 @@ async def test_other_methods_are_405_with_allow(
 # --- operation log and auth ----------------------------------------------------------------
 
 
-async def test_the_operation_log_names_v1_operations(
-    settings: Settings, unique: Unique
-) -> None:
+async def test_the_operation_log_names_v1_operations(settings: Settings, unique: Unique) -> None:
     messages: list[str] = []
     handler = logger.add(messages.append, format="{message}", level="INFO")
     key = unique("logged")
@@ -406,11 +406,11 @@ async def test_the_operation_log_names_v1_operations(
 
 async def test_v1_needs_the_token_when_one_is_set(settings: Settings, unique: Unique) -> None:
     key = unique("auth")
-    async for client in open_client(settings.replace(auth_token="s3cret")):
+    async for client in open_client(settings.replace(auth_token=TOKEN)):
         assert_problem(await client.put(url(key), json={"value": 1}), 401)
         assert_problem(await client.post("/v1/", json={"key": key, "value": 1}), 401)
         assert_problem(await client.get(url(key)), 401)
-        good = {"authorization": "Bearer s3cret"}
+        good = {"authorization": f"Bearer {TOKEN}"}
         response = await client.put(url(key), json={"value": 1}, headers=good)
         assert_record(response, key, 1, 1)
         assert_record(await client.get(url(key), headers=good), key, 1, 1)

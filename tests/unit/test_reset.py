@@ -4,6 +4,7 @@ It wipes the whole store, so unlike test_http_v1.py these tests are not meant fo
 server shared with other suites; each builds its own app.
 """
 
+import secrets
 from collections.abc import AsyncIterator, Callable
 
 import httpx
@@ -14,6 +15,7 @@ from loguru import logger
 from kv.container import Settings
 from tests.conftest import open_client
 
+TOKEN = secrets.token_urlsafe(16)
 Unique = Callable[[str], str]
 
 
@@ -86,11 +88,11 @@ async def test_reset_other_methods_are_405_and_delete_nothing(
 
 
 async def test_reset_needs_the_token_when_one_is_set(settings: Settings, unique: Unique) -> None:
-    good = {"authorization": "Bearer s3cret"}
-    async for client in open_client(settings.replace(enable_reset=True, auth_token="s3cret")):
+    good = {"authorization": f"Bearer {TOKEN}"}
+    async for client in open_client(settings.replace(enable_reset=True, auth_token=TOKEN)):
         key = unique("kept")
         await client.post("/kv", json={"key": key, "value": 1}, headers=good)
-        for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": "s3cret"}):
+        for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": TOKEN}):
             response = await client.post("/_reset", headers=headers)
             assert response.status_code == 401
             assert response.headers["content-type"] == "application/problem+json"

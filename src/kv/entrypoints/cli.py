@@ -1,4 +1,5 @@
-"""`kv serve`: run the service configured from the environment, flags overriding it."""
+"""`kv serve`: run the service configured from the environment, flags overriding it.
+`kv check URL`: run scenarios against a live server and report each step (see check.py)."""
 
 import argparse
 import os
@@ -8,6 +9,8 @@ from collections.abc import Sequence
 import uvicorn
 
 from kv.container import BACKENDS, ConfigError, Settings
+from kv.entrypoints.check import DEFAULT_TIMEOUT
+from kv.entrypoints.check import main as run_check_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,7 +23,34 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend", help=f"one of {', '.join(BACKENDS)} (KV_BACKEND, default memory)"
     )
     serve.add_argument("--workers", type=int, help="worker processes (KV_WORKERS, default 1)")
+    check = commands.add_parser(
+        "check",
+        help="run scenarios against a live server and report each step",
+        description="Run scenarios against a live server under a random key prefix, cleaning "
+        "up after. Exit 0 when every step passes, 1 when one fails, 2 when the server cannot "
+        "be reached. Sends Authorization: Bearer $KV_AUTH_TOKEN when that variable is set.",
+    )
+    check.add_argument("url", help="the server's base URL, e.g. http://127.0.0.1:8000")
+    check.add_argument(
+        "--json", action="store_true", help="print a machine-readable report instead of lines"
+    )
+    check.add_argument(
+        "--timeout",
+        type=positive_seconds,
+        default=DEFAULT_TIMEOUT,
+        help=f"seconds to wait for each response (default {DEFAULT_TIMEOUT:g})",
+    )
     return parser
+
+
+def positive_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"{text} must be above 0")
+    return seconds
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -58,10 +88,21 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def check(args: argparse.Namespace) -> int:
+    return run_check_command(
+        args.url,
+        token=os.environ.get("KV_AUTH_TOKEN") or None,
+        timeout=args.timeout,
+        as_json=args.json,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return serve(args)
+    if args.command == "check":
+        return check(args)
     return 2  # unreachable: argparse requires a known command
 
 

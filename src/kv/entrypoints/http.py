@@ -10,7 +10,7 @@ import json
 import math
 import os
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, TypedDict
 from urllib.parse import unquote_to_bytes
@@ -58,7 +58,9 @@ from kv.logs import OperationLog, configure_logging, remove_handlers
 
 ITEM_METHODS = ("GET", "HEAD", "PUT", "DELETE")
 COLLECTION_METHODS = ("POST",)
+RESET_METHODS = ("GET", "POST")
 ITEM_OPERATIONS = {"GET": "get", "HEAD": "get", "PUT": "overwrite", "DELETE": "delete"}
+V1_ITEM_OPERATIONS = {**ITEM_OPERATIONS, "PUT": "upsert"}
 RETRY_AFTER_SECONDS = "1"
 
 # orjson reads integers beyond 64 bits as floats; a run of 20+ digits sends the body to the
@@ -255,33 +257,65 @@ def problem(
 # --- handlers -------------------------------------------------------------------------------
 
 
-async def kv_item(request: Request) -> Response:
-    scope = request.scope
-    method = scope["method"]
-    operation = ITEM_OPERATIONS.get(method)
-    if operation is None:
-        raise MethodNotAllowed(method, ITEM_METHODS)
-    scope[OPERATION] = operation
-    key = path_key(scope, 4)  # after "/kv/"
-    scope[KEY] = key
-    state = scope["state"]
-    service: KVService = state["service"]
-    if operation == "get":
-        record = await service.get(key)
-        scope[SIZE] = utf8_size(record.value)
-        return record_response(record)
-    if operation == "overwrite":
+Write = Callable[[Request, KVService, str, str], Awaitable[Record]]
+"""How an item endpoint stores the value of a PUT: (request, service, key, encoded value)."""
+
+
+def item_endpoint(
+    prefix: str, operations: Mapping[str, str], write: Write
+) -> Callable[[Request], Awaitable[Response]]:
+    """The handler of `{prefix}{key}`: GET, HEAD and DELETE, and PUT stored through `write`.
+
+    `operations` names what each method does in the operation log. /kv and /v1 differ only
+    in their PUT, so both are built here rather than written twice.
+    """
+    start = len(prefix)
+
+    async def item(request: Request) -> Response:
+        scope = request.scope
+        method = scope["method"]
+        operation = operations.get(method)
+        if operation is None:
+            raise MethodNotAllowed(method, ITEM_METHODS)
+        scope[OPERATION] = operation
+        key = path_key(scope, start)
+        scope[KEY] = key
+        state = scope["state"]
+        service: KVService = state["service"]
+        if operation == "get":
+            record = await service.get(key)
+            scope[SIZE] = utf8_size(record.value)
+            return record_response(record)
+        if operation == "delete":
+            revision = expected_revision(request)
+            deleted = await service.delete(key, expected_revision=revision)
+            return record_response(Record(key, "", deleted), with_value=False)
         body = await read_body(request, state["settings"].max_body_bytes)
         data = json_object(body, ("value", "key"), ("value",))
         if "key" in data and data["key"] != key:
             raise BadRequest(f"the body's key {data['key']!r} differs from the key in the path")
         value = encode_value(data["value"])
         scope[SIZE] = utf8_size(value)
-        revision = expected_revision(request)
-        return record_response(await service.replace(key, value, expected_revision=revision))
-    revision = expected_revision(request)
-    deleted = await service.delete(key, expected_revision=revision)
-    return record_response(Record(key, "", deleted), with_value=False)
+        return record_response(await write(request, service, key, value))
+
+    return item
+
+
+def overwrite(request: Request, service: KVService, key: str, value: str) -> Awaitable[Record]:
+    """/kv's PUT: replace a present key, at the If-Match revision when one is given."""
+    return service.replace(key, value, expected_revision=expected_revision(request))
+
+
+def upsert(request: Request, service: KVService, key: str, value: str) -> Awaitable[Record]:
+    """/v1's PUT: create or overwrite. With If-Match it is /kv's compare-and-set instead, so
+    a client holding a revision never silently recreates a key deleted in the meantime."""
+    if "if-match" in request.headers:
+        return overwrite(request, service, key, value)
+    return service.upsert(key, value)
+
+
+kv_item = item_endpoint("/kv/", ITEM_OPERATIONS, overwrite)
+v1_item = item_endpoint("/v1/", V1_ITEM_OPERATIONS, upsert)
 
 
 def utf8_size(text: str) -> int:
@@ -305,6 +339,16 @@ async def kv_collection(request: Request) -> Response:
     scope[SIZE] = utf8_size(value)
     record = await state["service"].create(key, value)
     return record_response(record)
+
+
+async def reset(request: Request) -> Response:
+    """Delete every key (routed only when `KV_ENABLE_RESET` is true)."""
+    scope = request.scope
+    if scope["method"] not in RESET_METHODS:
+        raise MethodNotAllowed(scope["method"], RESET_METHODS)
+    scope[OPERATION] = "reset"
+    await scope["state"]["service"].clear()
+    return json_response({"status": "reset"})
 
 
 async def root(request: Request) -> Response:
@@ -429,7 +473,12 @@ def create_app(
         Route("/ready", ready, methods=["GET"]),
         Route("/kv", AnyMethod(kv_collection)),
         Route("/kv/{key:anypath}", AnyMethod(kv_item)),
+        # The compatibility surface: the same records, PUT upserts. POST is /kv's create.
+        Route("/v1", AnyMethod(kv_collection)),
+        Route("/v1/{key:anypath}", AnyMethod(v1_item)),
     ]
+    if settings.enable_reset:
+        routes.append(Route("/_reset", AnyMethod(reset)))
     return Starlette(
         routes=routes,
         middleware=middleware,

@@ -1,8 +1,9 @@
 """Pure-ASGI middleware (BaseHTTPMiddleware costs throughput): request context and auth."""
 
 import hmac
+import itertools
+import secrets
 import time
-import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -25,6 +26,10 @@ class RequestContextMiddleware:
     def __init__(self, app: ASGIApp, *, operations: OperationLog) -> None:
         self.app = app
         self.operations = operations
+        # Generated ids: a random prefix per app and a counter, unique across processes and
+        # restarts, and ~10x cheaper than uuid4() per request.
+        self.id_prefix = secrets.token_hex(6) + "-"
+        self.ids = itertools.count(1)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -34,7 +39,7 @@ class RequestContextMiddleware:
         path = scope["path"]
         if len(path) > 1 and path[-1] == "/":
             scope["path"] = path[:-1]
-        request_id = _request_id(scope["headers"])
+        request_id = _given_request_id(scope["headers"]) or f"{self.id_prefix}{next(self.ids):x}"
         scope[REQUEST_ID] = request_id
         id_header = (b"x-request-id", request_id.encode())
         status = 500
@@ -61,7 +66,7 @@ class RequestContextMiddleware:
                 )
 
 
-def _request_id(headers: list[tuple[bytes, bytes]]) -> str:
+def _given_request_id(headers: list[tuple[bytes, bytes]]) -> str | None:
     for name, value in headers:
         if name == b"x-request-id":
             if (
@@ -70,8 +75,8 @@ def _request_id(headers: list[tuple[bytes, bytes]]) -> str:
                 and value.decode().isprintable()
             ):
                 return value.decode()
-            break  # unusable: replace it rather than echo it
-    return uuid.uuid4().hex
+            break  # unusable: replaced rather than echoed
+    return None
 
 
 class BearerAuthMiddleware:

@@ -15,6 +15,10 @@ from kv.domain.service import KVService
 BACKENDS = ("memory",)
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
+# A connection timeout of hours is a typo for one of seconds; and a request head must at
+# least hold a request line and a few headers.
+MAX_TIMEOUT_SECONDS = 3600
+MIN_HEADER_BYTES = 1024
 
 
 class ConfigError(ValueError):
@@ -41,6 +45,13 @@ class Settings:
     log_file: str | None = None
     enable_reset: bool = False
     auth_token: str | None = None
+    # Connection limits, applied by `kv serve` (see kv.entrypoints.protocol).
+    keep_alive_seconds: float = 5.0
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    max_header_bytes: int = 65536
+    limit_concurrency: int = 1000
+    backlog: int = 2048
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -69,6 +80,21 @@ class Settings:
             raise ConfigError(f"KV_BACKEND_TIMEOUT={self.backend_timeout} must be above 0")
         if self.max_body_bytes < 1:
             raise ConfigError(f"KV_MAX_BODY_BYTES={self.max_body_bytes} must be at least 1")
+        for name in ("keep_alive_seconds", "header_timeout", "body_timeout"):
+            seconds = getattr(self, name)
+            if not 0 < seconds <= MAX_TIMEOUT_SECONDS:
+                raise ConfigError(
+                    f"KV_{name.upper()}={seconds} must be above 0 and at most "
+                    f"{MAX_TIMEOUT_SECONDS} seconds"
+                )
+        if self.max_header_bytes < MIN_HEADER_BYTES:
+            raise ConfigError(
+                f"KV_MAX_HEADER_BYTES={self.max_header_bytes} must be at least {MIN_HEADER_BYTES}"
+            )
+        if self.limit_concurrency < 1:
+            raise ConfigError(f"KV_LIMIT_CONCURRENCY={self.limit_concurrency} must be at least 1")
+        if self.backlog < 1:
+            raise ConfigError(f"KV_BACKLOG={self.backlog} must be at least 1")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> "Settings":

@@ -11,6 +11,10 @@ import uvicorn
 from kv.container import BACKENDS, ConfigError, Settings
 from kv.entrypoints.check import DEFAULT_TIMEOUT
 from kv.entrypoints.check import main as run_check_command
+from kv.entrypoints.protocol import protocol_factory
+
+# On SIGTERM, requests in flight get this long to finish before their connections are closed.
+GRACEFUL_SHUTDOWN_SECONDS = 10
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,11 +75,20 @@ def serve(args: argparse.Namespace) -> int:
         "host": settings.host,
         "port": settings.port,
         "loop": "uvloop",
-        "http": "httptools",
+        # httptools, with the deadlines and limits uvicorn lacks (see protocol.py).
+        "http": protocol_factory(
+            header_timeout=settings.header_timeout,
+            body_timeout=settings.body_timeout,
+            max_header_bytes=settings.max_header_bytes,
+            limit_concurrency=settings.limit_concurrency,
+        ),
+        "ws": "none",  # no WebSocket routes: do not accept upgrades either
+        "timeout_keep_alive": settings.keep_alive_seconds,
+        "backlog": settings.backlog,
         "access_log": False,  # the operation log records every operation, batched
         "log_config": None,
         "lifespan": "on",
-        "timeout_graceful_shutdown": 10,
+        "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS,
     }
     if settings.workers == 1:
         uvicorn.run(create_app(settings), **options)  # type: ignore[arg-type]

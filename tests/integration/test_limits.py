@@ -1,0 +1,215 @@
+"""Slow and idle clients against a real `kv serve`: each is cut off after its deadline, and
+while it dawdles, other clients are served.
+
+The deadlines are set short here (1-2 s) to keep the suite fast; the assertions give the
+server generous slack past each deadline (a loaded 2-core machine fires timers late), and
+check it never cuts a client off before its deadline (a timer cannot fire early).
+"""
+
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from tests.integration.test_serve import Server, start_kv, stop_kv
+
+KEEP_ALIVE = 1.0
+HEADER_TIMEOUT = 2.0
+BODY_TIMEOUT = 2.0
+MAX_HEADER_BYTES = 8192
+SLACK = 8.0  # seconds past a deadline before the test calls it missed
+
+LIMITS = {
+    "KV_KEEP_ALIVE_SECONDS": str(KEEP_ALIVE),
+    "KV_HEADER_TIMEOUT": str(HEADER_TIMEOUT),
+    "KV_BODY_TIMEOUT": str(BODY_TIMEOUT),
+    "KV_MAX_HEADER_BYTES": str(MAX_HEADER_BYTES),
+    "KV_MAX_BODY_BYTES": str(16 * 1024 * 1024),
+}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    server = start_kv(tmp_path_factory.mktemp("limits"), KV_BACKEND="memory", **LIMITS)
+    yield server
+    if server.process.poll() is None:
+        stop_kv(server)
+
+
+def connect(server: Server, *, receive_buffer: int | None = None) -> socket.socket:
+    host, port = server.url.removeprefix("http://").split(":")
+    sock = socket.socket()
+    if receive_buffer is not None:
+        # Before connecting: the TCP window is negotiated from it.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.settimeout(10)
+    sock.connect((host, int(port)))
+    sock.settimeout(HEADER_TIMEOUT + BODY_TIMEOUT + SLACK)
+    return sock
+
+
+def read_until_closed(sock: socket.socket, within: float = 60.0) -> tuple[bytes, float]:
+    """Everything the server sends until it closes the connection, and when it closed it
+    (monotonic). Fails if the server keeps it open past the socket's timeout, or is still
+    sending `within` seconds from now."""
+    received = b""
+    deadline = time.monotonic() + within
+    while True:
+        if time.monotonic() > deadline:
+            pytest.fail(f"the server was still sending after {within} s ({len(received)} bytes)")
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            chunk = b""
+        except TimeoutError:
+            pytest.fail(f"the server kept the connection open; received {received[:300]!r}")
+        if not chunk:
+            return received, time.monotonic()
+        received += chunk
+
+
+def served_meanwhile(server: Server, until: float) -> int:
+    """Requests another client gets answered (all must be) until `until` (monotonic)."""
+    answered = 0
+    with httpx.Client(base_url=server.url, timeout=10) as other:
+        while time.monotonic() < until:
+            key = f"meanwhile-{time.monotonic_ns()}"
+            assert other.post("/kv", json={"key": key, "value": answered}).status_code == 200
+            assert other.get(f"/kv/{key}").json()["value"] == answered
+            answered += 1
+    return answered
+
+
+def status_and_problem(response: bytes) -> tuple[int, dict[str, object]]:
+    head, _, body = response.partition(b"\r\n\r\n")
+    status = int(head.split(b" ")[1])
+    assert b"content-type: application/problem+json" in head.lower()
+    problem: dict[str, object] = orjson.loads(body)
+    assert problem["status"] == status
+    return status, problem
+
+
+def test_an_idle_keep_alive_connection_is_closed_after_the_keep_alive_timeout(
+    server: Server,
+) -> None:
+    sock = connect(server)
+    # Times are taken before the event that starts the server's timer: it cannot fire
+    # sooner than its deadline after them.
+    asked = time.monotonic()
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: kv\r\n\r\n")
+    response = sock.recv(65536)
+    assert response.startswith(b"HTTP/1.1 200 ")
+    rest, closed = read_until_closed(sock)
+    assert rest == b""
+    assert KEEP_ALIVE * 0.9 <= closed - asked <= KEEP_ALIVE + SLACK
+
+
+def test_a_connection_that_never_sends_a_request_is_closed_after_the_header_timeout(
+    server: Server,
+) -> None:
+    opened = time.monotonic()
+    sock = connect(server)
+    assert served_meanwhile(server, opened + HEADER_TIMEOUT * 0.5) > 0
+    received, closed = read_until_closed(sock)
+    assert received == b""
+    assert HEADER_TIMEOUT * 0.9 <= closed - opened <= HEADER_TIMEOUT + SLACK
+
+
+def test_a_head_sent_slowly_gets_408_and_other_clients_are_served_meanwhile(
+    server: Server,
+) -> None:
+    started = time.monotonic()
+    sock = connect(server)
+    sock.sendall(b"PUT /kv/slow HTTP/1.1\r\nHost: kv\r\n")
+    # A byte now and then keeps resetting uvicorn's own keep-alive timer; not this deadline.
+    answered = 0
+    for header in (b"X-A: 1\r\n", b"X-B: 2\r\n", b"X-C: 3\r\n"):
+        answered += served_meanwhile(server, time.monotonic() + HEADER_TIMEOUT / 4)
+        try:
+            sock.sendall(header)
+        except (BrokenPipeError, ConnectionResetError):
+            break
+    assert answered > 0
+    response, closed = read_until_closed(sock)
+    status, problem = status_and_problem(response)
+    assert status == 408 and "headers did not arrive" in str(problem["detail"])
+    assert HEADER_TIMEOUT * 0.9 <= closed - started <= HEADER_TIMEOUT + SLACK
+
+
+def test_a_body_never_finished_gets_408_and_other_clients_are_served_meanwhile(
+    server: Server,
+) -> None:
+    sock = connect(server)
+    started = time.monotonic()
+    sock.sendall(b'POST /kv HTTP/1.1\r\nHost: kv\r\nContent-Length: 100\r\n\r\n{"key": "late')
+    assert served_meanwhile(server, started + BODY_TIMEOUT * 0.75) > 0
+    sock.sendall(b'", "va')
+    response, closed = read_until_closed(sock)
+    status, problem = status_and_problem(response)
+    assert status == 408 and "body did not arrive" in str(problem["detail"])
+    assert BODY_TIMEOUT * 0.9 <= closed - started <= BODY_TIMEOUT + SLACK
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        assert client.get("/kv/late").status_code == 404  # nothing half-written
+
+
+def test_a_head_over_the_size_limit_gets_431_at_once(server: Server) -> None:
+    sock = connect(server)
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: kv\r\nX-Big: " + b"a" * MAX_HEADER_BYTES)
+    response, _ = read_until_closed(sock)
+    status, _ = status_and_problem(response)
+    assert status == 431
+    # Under the limit is fine.
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        big = {"x-big": "a" * (MAX_HEADER_BYTES // 2)}
+        assert client.get("/health", headers=big).status_code == 200
+
+
+def test_a_client_that_stops_reading_is_disconnected_and_others_are_served(
+    server: Server,
+) -> None:
+    value = "x" * (8 * 1024 * 1024)  # more than the kernel buffers between the two ends
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        assert client.post("/kv", json={"key": "large", "value": value}).status_code == 200
+    sock = connect(server, receive_buffer=4096)
+    requests = 4
+    sock.sendall(b"GET /kv/large HTTP/1.1\r\nHost: kv\r\n\r\n" * requests)
+    started = time.monotonic()
+    assert served_meanwhile(server, started + BODY_TIMEOUT * 0.75) > 0
+    time.sleep(BODY_TIMEOUT)  # now read: what is left in the buffers, then the end
+    received, _ = read_until_closed(sock, within=SLACK)
+    assert len(received) < requests * len(value), "the server waited for the reader"
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        assert client.get("/health").status_code == 200
+    assert "Traceback" not in server.log.read_text()
+
+
+def test_over_the_concurrency_limit_is_a_503_problem_until_idle_connections_are_closed(
+    tmp_path: Path,
+) -> None:
+    limit = 4
+    server = start_kv(tmp_path, KV_BACKEND="memory", KV_LIMIT_CONCURRENCY=str(limit), **LIMITS)
+    try:
+        # Silent connections, as a slowloris would open them: they fill the limit...
+        idle = [connect(server) for _ in range(limit)]
+        opened = time.monotonic()
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            refused = client.get("/kv/a")
+            assert refused.status_code == 503
+            assert refused.headers["retry-after"].isdigit()
+            assert refused.headers["content-type"] == "application/problem+json"
+            assert refused.json()["status"] == 503
+            # ...but only until the header timeout closes them: then clients are served.
+            deadline = opened + HEADER_TIMEOUT + SLACK
+            while (status := client.get("/kv/a").status_code) == 503:
+                assert time.monotonic() < deadline, "idle connections still hold the limit"
+                time.sleep(0.2)
+            assert status == 404
+        for sock in idle:
+            assert read_until_closed(sock)[0] == b""
+    finally:
+        stop_kv(server)
+    assert "over KV_LIMIT_CONCURRENCY=4: refused" in server.log.read_text()

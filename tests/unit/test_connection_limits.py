@@ -1,0 +1,120 @@
+"""The connection limits as settings, and `kv serve` handing them to uvicorn.
+
+Their effect on a real server is in tests/integration/test_limits.py."""
+
+import os
+import pickle
+from typing import Any
+
+import pytest
+import uvicorn
+
+from kv.container import ConfigError, Settings
+from kv.entrypoints import cli
+from kv.entrypoints.protocol import GuardedHttpToolsProtocol
+
+
+def test_defaults() -> None:
+    settings = Settings.from_env({})
+    assert settings.keep_alive_seconds == 5.0
+    assert settings.header_timeout == 10.0
+    assert settings.body_timeout == 30.0
+    assert settings.max_header_bytes == 65536
+    assert settings.limit_concurrency == 1000
+    assert settings.backlog == 2048
+
+
+def test_every_limit_is_read_from_the_environment() -> None:
+    settings = Settings.from_env(
+        {
+            "KV_KEEP_ALIVE_SECONDS": "1.5",
+            "KV_HEADER_TIMEOUT": "3",
+            "KV_BODY_TIMEOUT": "4.5",
+            "KV_MAX_HEADER_BYTES": "8192",
+            "KV_LIMIT_CONCURRENCY": "50",
+            "KV_BACKLOG": "128",
+        }
+    )
+    assert (
+        settings.keep_alive_seconds,
+        settings.header_timeout,
+        settings.body_timeout,
+        settings.max_header_bytes,
+        settings.limit_concurrency,
+        settings.backlog,
+    ) == (1.5, 3.0, 4.5, 8192, 50, 128)
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"KV_KEEP_ALIVE_SECONDS": "0"}, "KV_KEEP_ALIVE_SECONDS=0.0 must be above 0"),
+        ({"KV_KEEP_ALIVE_SECONDS": "soon"}, "KV_KEEP_ALIVE_SECONDS='soon' is not a number"),
+        ({"KV_HEADER_TIMEOUT": "-1"}, "KV_HEADER_TIMEOUT=-1.0 must be above 0"),
+        ({"KV_HEADER_TIMEOUT": "nan"}, "KV_HEADER_TIMEOUT=nan must be above 0"),
+        ({"KV_BODY_TIMEOUT": "inf"}, "at most 3600 seconds"),
+        ({"KV_BODY_TIMEOUT": "86400"}, "at most 3600 seconds"),
+        ({"KV_MAX_HEADER_BYTES": "100"}, "KV_MAX_HEADER_BYTES=100 must be at least 1024"),
+        ({"KV_LIMIT_CONCURRENCY": "0"}, "KV_LIMIT_CONCURRENCY=0 must be at least 1"),
+        ({"KV_LIMIT_CONCURRENCY": "many"}, "is not a whole number"),
+        ({"KV_BACKLOG": "0"}, "KV_BACKLOG=0 must be at least 1"),
+    ],
+)
+def test_bad_limits_stop_start_up_naming_the_variable(
+    environ: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        Settings.from_env(environ)
+
+
+def serve_options(monkeypatch: pytest.MonkeyPatch, environ: dict[str, str]) -> dict[str, Any]:
+    """What `kv serve` would pass to uvicorn.run in `environ`."""
+    captured: dict[str, Any] = {}
+
+    def fake_run(app: object, **options: Any) -> None:
+        captured.update(options, app=app)
+
+    for name in list(os.environ):
+        if name.startswith("KV_"):
+            monkeypatch.delenv(name)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(uvicorn, "run", fake_run)
+    assert cli.main(["serve"]) == 0
+    return captured
+
+
+def test_kv_serve_hands_the_limits_to_uvicorn(monkeypatch: pytest.MonkeyPatch) -> None:
+    options = serve_options(
+        monkeypatch,
+        {
+            "KV_KEEP_ALIVE_SECONDS": "7",
+            "KV_HEADER_TIMEOUT": "3",
+            "KV_BODY_TIMEOUT": "4",
+            "KV_MAX_HEADER_BYTES": "4096",
+            "KV_LIMIT_CONCURRENCY": "20",
+            "KV_BACKLOG": "64",
+        },
+    )
+    assert options["timeout_keep_alive"] == 7.0
+    assert options["backlog"] == 64
+    assert options["ws"] == "none"
+    assert "limit_concurrency" not in options  # the protocol checks it (problem+json 503)
+    factory = options["http"]
+    assert factory.func is GuardedHttpToolsProtocol
+    assert factory.keywords["header_timeout"] == 3.0
+    assert factory.keywords["body_timeout"] == 4.0
+    assert factory.keywords["max_header_bytes"] == 4096
+    assert factory.keywords["overload"].limit == 20
+    # uvicorn pickles its config into each worker process when KV_WORKERS > 1.
+    copy = pickle.loads(pickle.dumps(factory))  # noqa: S301 (our own bytes)
+    assert copy.keywords["header_timeout"] == 3.0
+
+
+def test_kv_serve_defaults_bound_every_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    options = serve_options(monkeypatch, {})
+    assert options["timeout_keep_alive"] == 5.0
+    assert options["timeout_graceful_shutdown"] == 10
+    keywords = options["http"].keywords
+    assert (keywords["header_timeout"], keywords["body_timeout"]) == (10.0, 30.0)
+    assert keywords["overload"].limit == 1000

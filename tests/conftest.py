@@ -5,6 +5,7 @@ overrides it (tests/integration/conftest.py) and `backend_settings` then asks fo
 session fixture `<backend>_server`, which starts that server on a free port.
 """
 
+import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -64,3 +65,18 @@ async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client of the app on `settings`, lifespan run, no network."""
     async for client in open_client(settings):
         yield client
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--soak",
+        action="store_true",
+        default=False,
+        help="run the long variants of the reliability tests (as does KV_SOAK=1)",
+    )
+
+
+@pytest.fixture
+def soak(request: pytest.FixtureRequest) -> bool:
+    """Whether to run the long variant: `pytest --soak` or KV_SOAK=1."""
+    return bool(request.config.getoption("--soak")) or os.environ.get("KV_SOAK") == "1"

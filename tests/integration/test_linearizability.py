@@ -16,12 +16,8 @@ from typing import Any
 import pytest
 
 from tests.integration.test_serve import start_kv, stop_kv
-from tests.integration.workload import kv_environment, run_clients
+from tests.integration.workload import LIVE_BACKENDS, kv_environment, run_clients
 from tests.linearizability import check
-
-# The backends to run on: a live one needs its `<backend>_server` fixture (tests/servers/).
-# Adding "tarantool" and "redis" here is all it takes once those have landed.
-LIVE_BACKENDS = ["memory"]
 
 
 @pytest.mark.parametrize("backend", LIVE_BACKENDS)

@@ -25,6 +25,7 @@ from tests.integration.workload import LIVE_BACKENDS, Run, kv_environment, run_c
 
 GRACEFUL_SHUTDOWN_SECONDS = 10  # kv serve's bound for requests in flight
 EXIT_SLACK = 20.0
+LOAD_SECONDS_MAX = 60.0
 
 
 async def half_sent_put(server: Server, key: str, signalled: asyncio.Event) -> bytes:
@@ -47,13 +48,19 @@ async def half_sent_put(server: Server, key: str, signalled: asyncio.Event) -> b
 
 
 async def load_and_terminate(
-    server: Server, keys: list[str], clients: int, load_seconds: float
+    server: Server, keys: list[str], clients: int, answers: int
 ) -> tuple[Run, bytes, float, int]:
     done = asyncio.Event()
     signalled = asyncio.Event()
-    load = asyncio.create_task(run_clients(server.url, keys, clients=clients, until=done))
+    run = Run()
+    load = asyncio.create_task(run_clients(server.url, keys, clients=clients, until=done, into=run))
     half_sent = asyncio.create_task(half_sent_put(server, keys[0], signalled))
-    await asyncio.sleep(load_seconds)
+    # Signal once the load is well under way (however slow the machine), with a bound.
+    deadline = time.monotonic() + LOAD_SECONDS_MAX
+    while time.monotonic() < deadline:
+        if len(run.answers) >= answers:
+            break
+        await asyncio.sleep(0.05)
     signalled_at = time.monotonic()
     server.process.send_signal(signal.SIGTERM)
     signalled.set()
@@ -62,7 +69,7 @@ async def load_and_terminate(
         assert time.monotonic() < deadline, "kv serve did not exit after SIGTERM"
         await asyncio.sleep(0.05)
     done.set()
-    run = await load
+    await load
     return run, await half_sent, signalled_at, server.process.returncode
 
 
@@ -75,7 +82,7 @@ def test_sigterm_under_load_answers_what_it_started_flushes_the_log_and_exits(
     keys = [f"{prefix}-{n}" for n in range(4)]
     try:
         run, half_sent, signalled_at, code = asyncio.run(
-            load_and_terminate(server, keys, clients=16, load_seconds=10.0 if soak else 1.5)
+            load_and_terminate(server, keys, clients=16, answers=20_000 if soak else 500)
         )
     finally:
         if server.process.poll() is None:
@@ -84,7 +91,7 @@ def test_sigterm_under_load_answers_what_it_started_flushes_the_log_and_exits(
 
     answered = [a for a in run.answers if a.status is not None]
     failed = [a for a in run.answers if a.status is None]
-    assert len(answered) > 100, "the load never got going"
+    assert len(answered) >= 500, "the load never got going"
     assert all(200 <= a.status < 500 for a in answered if a.status), [
         (a.status, a.error) for a in answered if a.status is None or a.status >= 500
     ][:5]

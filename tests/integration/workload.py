@@ -99,14 +99,16 @@ async def run_clients(
     seed: int = 0,
     request_timeout: float = 30.0,
     headers: dict[str, str] | None = None,
+    into: Run | None = None,
 ) -> Run:
     """`clients` tasks, each with its own connection, issue random operations on `keys`
     until each has done `operations` or `until` is set. Transport errors are recorded (the
-    outcome is unknown), not raised."""
+    outcome is unknown), not raised. Answers are appended to `into` (a new Run by default)
+    as they come, for a caller that watches the run while it goes on."""
     assert operations is not None or until is not None
     weighted = [kind for kind in kinds for _ in range(WEIGHTS[kind])]
     plan = Plan(url, keys, operations, until, weighted, seed, request_timeout, headers)
-    run = Run()
+    run = Run() if into is None else into
     await asyncio.gather(*(_client(plan, number, run) for number in range(clients)))
     return run
 

@@ -375,7 +375,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
         container = build_container(settings)
         flusher = asyncio.create_task(operations.run())
         try:
-            service = await container.service.async_()
+            try:
+                service = await container.service.async_()
+            except Exception as exc:
+                # Said here, while the log handlers exist: uvicorn reports a failed start-up
+                # only after this lifespan has removed them.
+                logger.critical("kv cannot start on the {} backend: {}", settings.backend, exc)
+                raise
             logger.info("kv {} ready on the {} backend", __version__, settings.backend)
             yield {"service": service, "settings": settings}
         finally:

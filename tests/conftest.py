@@ -16,6 +16,11 @@ from asgi_lifespan import LifespanManager
 from kv.container import Settings
 from kv.entrypoints.http import create_app
 
+# The live servers' fixtures (`<backend>_server`), one plugin per backend, one line each.
+pytest_plugins = [
+    "tests.servers.tarantool",
+]
+
 
 @pytest.fixture
 def backend() -> str:

@@ -469,7 +469,13 @@ def create_app(
         wiring = container or build_container(settings)
         flusher = asyncio.create_task(operations.run())
         try:
-            service = await start_service(wiring)
+            try:
+                service = await start_service(wiring)
+            except Exception as exc:
+                # Said here, while the log handlers exist: uvicorn reports a failed start-up
+                # only after this lifespan has removed them.
+                logger.critical("kv cannot start on the {} backend: {}", settings.backend, exc)
+                raise
             logger.info("kv {} ready on the {} backend", __version__, settings.backend)
             yield {"service": service, "settings": settings}
         finally:

@@ -9,7 +9,7 @@ APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q
 # Debian packages the tests start: command -> package
 SYSTEM_TOOLS := tarantool:tarantool redis-server:redis-server redis-cli:redis-tools
 
-.PHONY: run test check lint typecheck importcheck unit system-deps lock clean
+.PHONY: run test check lint typecheck importcheck unit system-deps lock clean bench
 
 run: $(VENV)/.run-installed
 	$(BIN)/kv serve
@@ -48,6 +48,16 @@ $(VENV)/.dev-installed: requirements-dev.lock pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	@touch $@ $(VENV)/.run-installed
 
+# Not part of `make test`: kv against the bare-Starlette floor on every backend (~15 minutes).
+bench: $(VENV)/.bench-installed
+	@$(MAKE) --no-print-directory system-deps SYSTEM_TOOLS="$(SYSTEM_TOOLS) wrk:wrk taskset:util-linux"
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+$(VENV)/.bench-installed: requirements-bench.lock pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q --require-hashes -r requirements-bench.lock
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
+	@touch $@ $(VENV)/.dev-installed $(VENV)/.run-installed
+
 # Installs with apt only what is missing, so a machine that has everything is not touched.
 system-deps:
 	@missing=""; for pair in $(SYSTEM_TOOLS); do \
@@ -60,6 +70,7 @@ system-deps:
 lock:
 	uv pip compile pyproject.toml build-requirements.in --python-version 3.11 --generate-hashes -q -o requirements.lock
 	uv pip compile pyproject.toml build-requirements.in --extra test --extra dev --python-version 3.11 --generate-hashes -q -o requirements-dev.lock
+	uv pip compile pyproject.toml build-requirements.in --extra test --extra dev --extra bench --python-version 3.11 --generate-hashes -q -o requirements-bench.lock
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

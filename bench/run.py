@@ -120,22 +120,21 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 def backend_server(backend: str, workdir: Path) -> Iterator[dict[str, str]]:
     """Start the backend (on CPU 1) and yield the KV_* variables that point kv at it."""
     if backend == "memory":
-        yield {}
+        yield {"KV_BACKEND": "memory"}
         return
     port = free_port()
-    data = workdir / backend
-    data.mkdir()
+    data = Path(tempfile.mkdtemp(prefix=backend, dir=workdir))
     log = (workdir / f"{backend}.log").open("wb")
     if backend == "tarantool":
         env = {**os.environ, "KV_TARANTOOL_LISTEN": f"127.0.0.1:{port}",
                "KV_TARANTOOL_WORK_DIR": str(data)}
         command = ["tarantool", str(ROOT / "deploy/tarantool/init.lua")]
-        settings = {"KV_TARANTOOL_URL": f"kv:kv@127.0.0.1:{port}"}
+        settings = {"KV_BACKEND": "tarantool", "KV_TARANTOOL_URL": f"kv:kv@127.0.0.1:{port}"}
     else:
         env = dict(os.environ)
         command = ["redis-server", str(ROOT / "deploy/redis/redis.conf"), "--port", str(port),
                    "--dir", str(data), "--bind", "127.0.0.1", "--daemonize", "no"]
-        settings = {"KV_REDIS_URL": f"redis://127.0.0.1:{port}/0"}
+        settings = {"KV_BACKEND": "redis", "KV_REDIS_URL": f"redis://127.0.0.1:{port}/0"}
     process = subprocess.Popen(["taskset", "-c", "1", *command], env=env, cwd=data,
                                stdout=log, stderr=log)
     try:
@@ -186,7 +185,7 @@ def wrk(url: str, workload: str, duration: int, workdir: Path) -> Sample:
     if script:
         path = workdir / (re.sub(r"\W+", "_", workload) + ".lua")
         path.write_text(script)
-        command[1:1] = ["-s", str(path)]
+        command[4:4] = ["-s", str(path)]  # after "wrk"
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
     p50 = to_ms(re.search(r"\s50%\s+(\S+)", output).group(1))  # type: ignore[union-attr]

@@ -9,9 +9,10 @@ from typing import Any
 from dependency_injector import containers, providers
 
 from kv.adapters.memory import open_memory_repository
+from kv.adapters.redis import open_redis_repository
 from kv.domain.service import KVService
 
-BACKENDS = ("memory",)
+BACKENDS = ("memory", "redis")
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 
@@ -122,6 +123,13 @@ class Container(containers.DeclarativeContainer):
     repository = providers.Selector(
         config.backend,
         memory=providers.Resource(open_memory_repository),
+        redis=providers.Resource(
+            open_redis_repository,
+            url=config.redis_url,
+            prefix=config.redis_prefix,
+            cluster=config.redis_cluster,
+            timeout=config.backend_timeout,
+        ),
     )
 
     service = providers.Singleton(KVService, repository=repository)

@@ -16,6 +16,10 @@ from asgi_lifespan import LifespanManager
 from kv.container import Settings
 from kv.entrypoints.http import create_app
 
+pytest_plugins = [
+    "tests.servers.redis",
+]
+
 
 @pytest.fixture
 def backend() -> str:
@@ -34,7 +38,8 @@ def backend_settings(request: pytest.FixtureRequest, backend: str) -> dict[str, 
 
 @pytest.fixture
 def settings(backend: str, backend_settings: dict[str, Any]) -> Settings:
-    return Settings(backend=backend, **backend_settings)
+    # A test-only backend name ("redis_cluster") maps to a real one in its server's settings.
+    return Settings(**{"backend": backend, **backend_settings})
 
 
 @pytest.fixture

@@ -10,10 +10,11 @@ from typing import Any
 from dependency_injector import containers, providers
 
 from kv.adapters.memory import open_memory_repository
+from kv.adapters.redis import open_redis_repository
 from kv.adapters.tarantool import TarantoolAddress, open_tarantool_repository
 from kv.domain.service import KVService
 
-BACKENDS = ("memory", "tarantool")
+BACKENDS = ("memory", "tarantool", "redis")
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 
@@ -139,6 +140,13 @@ class Container(containers.DeclarativeContainer):
             open_tarantool_repository,
             url=config.tarantool_url,
             space=config.tarantool_space,
+            timeout=config.backend_timeout,
+        ),
+        redis=providers.Resource(
+            open_redis_repository,
+            url=config.redis_url,
+            prefix=config.redis_prefix,
+            cluster=config.redis_cluster,
             timeout=config.backend_timeout,
         ),
     )

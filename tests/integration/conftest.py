@@ -1,9 +1,11 @@
-"""The integration suites run the service over HTTP on every live backend listed here."""
+"""The live backends: every test here that takes `backend` runs once per server below.
+
+Each name resolves, through `backend_settings`, to the session fixture `<name>_server`.
+"""
 
 import pytest
 
-# One entry per backend with a server fixture (`<backend>_server`, see tests/servers/).
-BACKENDS = ["tarantool"]
+BACKENDS = ["tarantool", "redis", "redis_cluster"]
 
 
 @pytest.fixture(params=BACKENDS)

@@ -41,7 +41,11 @@ def settings(backend: str, backend_settings: dict[str, Any]) -> Settings:
 def unique() -> Callable[[str], str]:
     """Keys no other test uses, so suites can share one live server."""
     prefix = uuid.uuid4().hex[:10]
-    return lambda name="k": f"{prefix}/{name}"
+
+    def key(name: str = "k") -> str:
+        return f"{prefix}/{name}"
+
+    return key
 
 
 async def open_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:

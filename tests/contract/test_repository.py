@@ -137,10 +137,13 @@ async def test_concurrent_upserts_count_every_write(
     results = await asyncio.gather(*(repository.upsert(key, str(i)) for i in range(50)))
     assert sorted(r.revision for r in results) == list(range(1, 51))
     current = await repository.get(key)
-    assert current is not None and current.revision == 50
+    assert current is not None
+    assert current.revision == 50
 
 
-async def test_clear_removes_every_key(repository: Repository, unique: Callable[[str], str]) -> None:
+async def test_clear_removes_every_key(
+    repository: Repository, unique: Callable[[str], str]
+) -> None:
     keys = [unique(str(i)) for i in range(5)]
     for key in keys:
         await repository.create(key, "1")

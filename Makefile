@@ -6,15 +6,17 @@ VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q
-# Debian packages the tests start: command -> package
-SYSTEM_TOOLS := tarantool:tarantool redis-server:redis-server redis-cli:redis-tools
+# Debian packages the tests use: command -> package
+SYSTEM_TOOLS := tarantool:tarantool redis-server:redis-server redis-cli:redis-tools docker-compose:docker-compose
+# The profiles of compose.yaml; each must validate on its own.
+COMPOSE_PROFILES := memory tarantool redis
 
-.PHONY: run test check lint typecheck importcheck unit system-deps lock clean bench
+.PHONY: run test check lint typecheck importcheck unit compose-check system-deps lock clean bench
 
 run: $(VENV)/.run-installed
 	$(BIN)/kv serve
 
-test: $(VENV)/.dev-installed system-deps check
+test: $(VENV)/.dev-installed system-deps check compose-check
 	$(BIN)/pytest
 
 check: lint typecheck importcheck
@@ -31,6 +33,13 @@ importcheck: $(VENV)/.dev-installed
 
 unit: $(VENV)/.dev-installed
 	$(BIN)/pytest tests/unit
+
+# Parses and validates compose.yaml per profile (no Docker engine needed); docker-compose 1.29
+# rejects unknown keys and bad values, so a typo fails here rather than at `up`.
+compose-check: system-deps
+	@for profile in $(COMPOSE_PROFILES); do \
+		docker-compose -f compose.yaml --profile $$profile config -q || exit 1; \
+		echo "compose.yaml: profile $$profile is valid"; done
 
 $(BIN)/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \

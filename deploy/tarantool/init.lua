@@ -77,7 +77,7 @@ space:create_index('primary', {
 --
 -- Each answers two values, `applied, revision`: whether the write happened, and the record's
 -- revision (after the write when applied, as found when not; nil when the key is absent).
--- The adapter already has the key and value, so the value is never sent back.
+-- The service already has the key and value, so the value is never sent back.
 
 local function create(key, value)
     local current = space:get(key)
@@ -125,6 +125,53 @@ local function delete(key, expected)
     return true, revision
 end
 
+-- The service sends every get and write through `batch`: the requests that arrive together
+-- share one call, one round trip and, for the writes, one WAL write. Each operation keeps its
+-- own atomicity (nothing yields between its check and its write) and its own answer; one
+-- operation's error (a tuple too large, say) fails only that operation. The transaction exists
+-- for the single WAL write: if the commit fails, the whole call fails and the service answers
+-- every operation in it with 503 (outcome unknown).
+--
+-- `ops` is an array of operations, each an array: {0, key} get, {1, key, value} create,
+-- {2, key, value, expected} replace, {3, key, value} upsert, {4, key, expected} delete.
+-- The answer has one entry per operation: for a get, {value, revision} or null; for a
+-- write, {applied, revision} as above (revision null when the key is absent); for an
+-- operation that failed, its error message as a string.
+local GET = 0
+local writes = {[1] = create, [2] = replace, [3] = upsert, [4] = delete}
+
+local function batch(ops)
+    local answers = {}
+    local in_transaction = false
+    for i, op in ipairs(ops) do
+        local code = op[1]
+        if code == GET then
+            local current = space:get(op[2])
+            answers[i] = current == nil and box.NULL or {current[2], current[3]}
+        else
+            if not in_transaction then
+                box.begin()
+                in_transaction = true
+            end
+            local write = writes[code]
+            if write == nil then
+                answers[i] = 'unknown operation ' .. tostring(code)
+            else
+                local ok, applied, revision = pcall(write, op[2], op[3], op[4])
+                if ok then
+                    answers[i] = {applied, revision == nil and box.NULL or revision}
+                else
+                    answers[i] = tostring(applied)
+                end
+            end
+        end
+    end
+    if in_transaction then
+        box.commit()
+    end
+    return answers
+end
+
 -- Tarantool documents truncate as reserved to the admin and the space's creator (2.6 lets a
 -- writer do it; other versions need not). This function runs with the rights of its owner
 -- (setuid) and is bound to this one space, so the kv user gets no more than "empty kv".
@@ -134,10 +181,7 @@ local function clear()
 end
 
 local functions = {
-    create = {create},
-    replace = {replace},
-    upsert = {upsert},
-    delete = {delete},
+    batch = {batch},
     clear = {clear, setuid = true},
 }
 

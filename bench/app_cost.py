@@ -22,11 +22,11 @@ import uvloop
 from asgi_lifespan import LifespanManager
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from floor import app as floor_app  # noqa: E402
-from run import VALUE, backend_server  # noqa: E402
+from floor import app as floor_app
+from run import VALUE, backend_server
 
-from kv.container import Settings  # noqa: E402
-from kv.entrypoints.http import create_app  # noqa: E402
+from kv.container import Settings
+from kv.entrypoints.http import create_app
 
 App = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 CONCURRENCY = 50
@@ -36,7 +36,9 @@ WORKLOADS = {
 }
 
 
-async def drive(app: App, state: dict[str, Any], method: str, path: str, body: bytes, n: int) -> float:
+async def drive(
+    app: App, state: dict[str, Any], method: str, path: str, body: bytes, n: int
+) -> float:
     """CPU microseconds per request for `n` requests, CONCURRENCY at a time."""
     headers = [(b"host", b"bench"), (b"content-length", str(len(body)).encode())]
     message = {"type": "http.request", "body": body, "more_body": False}
@@ -52,10 +54,19 @@ async def drive(app: App, state: dict[str, Any], method: str, path: str, body: b
     async def worker(count: int) -> None:
         for _ in range(count):
             scope = {
-                "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-                "method": method, "scheme": "http", "path": path, "raw_path": path.encode(),
-                "query_string": b"", "root_path": "", "headers": headers,
-                "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "state": dict(state),
+                "type": "http",
+                "asgi": {"version": "3.0"},
+                "http_version": "1.1",
+                "method": method,
+                "scheme": "http",
+                "path": path,
+                "raw_path": path.encode(),
+                "query_string": b"",
+                "root_path": "",
+                "headers": headers,
+                "client": ("127.0.0.1", 1),
+                "server": ("127.0.0.1", 80),
+                "state": dict(state),
             }
             await app(scope, receive, send)
 
@@ -81,8 +92,10 @@ async def measure(backend: str, env: dict[str, str], n: int) -> None:
             for _ in range(2):
                 ours = await drive(kv, {}, method, path, body, n)
                 base = await drive(floor_app, {}, method, path, body, n)
-                print(f"{backend:10} {name:14} kv {ours:6.1f} us/req   floor {base:6.1f} us/req",
-                      flush=True)
+                print(
+                    f"{backend:10} {name:14} kv {ours:6.1f} us/req   floor {base:6.1f} us/req",
+                    flush=True,
+                )
 
 
 def main() -> None:
@@ -92,10 +105,12 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         for backend in args.backends:
-            with backend_server(backend, Path(tmp)) as env:
-                # uvloop, as `kv serve` runs.
-                with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-                    runner.run(measure(backend, env, args.n))
+            # uvloop, as `kv serve` runs.
+            with (
+                backend_server(backend, Path(tmp)) as env,
+                asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner,
+            ):
+                runner.run(measure(backend, env, args.n))
 
 
 if __name__ == "__main__":

@@ -51,7 +51,8 @@ counter = 0
 prefix = tostring(os.time()) .. tostring(math.random(1, 1000000000))
 request = function()
   counter = counter + 1
-  return wrk.format("POST", "/kv", nil, '{{"key":"new-' .. prefix .. '-' .. counter .. '","value":{VALUE}}}')
+  local body = '{{"key":"new-' .. prefix .. '-' .. counter .. '","value":{VALUE}}}'
+  return wrk.format("POST", "/kv", nil, body)
 end
 """,
     "90/10 read/write": f"""
@@ -126,17 +127,31 @@ def backend_server(backend: str, workdir: Path) -> Iterator[dict[str, str]]:
     data = Path(tempfile.mkdtemp(prefix=backend, dir=workdir))
     log = (workdir / f"{backend}.log").open("wb")
     if backend == "tarantool":
-        env = {**os.environ, "KV_TARANTOOL_LISTEN": f"127.0.0.1:{port}",
-               "KV_TARANTOOL_WORK_DIR": str(data)}
+        env = {
+            **os.environ,
+            "KV_TARANTOOL_LISTEN": f"127.0.0.1:{port}",
+            "KV_TARANTOOL_WORK_DIR": str(data),
+        }
         command = ["tarantool", str(ROOT / "deploy/tarantool/init.lua")]
         settings = {"KV_BACKEND": "tarantool", "KV_TARANTOOL_URL": f"kv:kv@127.0.0.1:{port}"}
     else:
         env = dict(os.environ)
-        command = ["redis-server", str(ROOT / "deploy/redis/redis.conf"), "--port", str(port),
-                   "--dir", str(data), "--bind", "127.0.0.1", "--daemonize", "no"]
+        command = [
+            "redis-server",
+            str(ROOT / "deploy/redis/redis.conf"),
+            "--port",
+            str(port),
+            "--dir",
+            str(data),
+            "--bind",
+            "127.0.0.1",
+            "--daemonize",
+            "no",
+        ]
         settings = {"KV_BACKEND": "redis", "KV_REDIS_URL": f"redis://127.0.0.1:{port}/0"}
-    process = subprocess.Popen(["taskset", "-c", "1", *command], env=env, cwd=data,
-                               stdout=log, stderr=log)
+    process = subprocess.Popen(
+        ["taskset", "-c", "1", *command], env=env, cwd=data, stdout=log, stderr=log
+    )
     try:
         wait_for_port(port, process, backend)
         time.sleep(0.5)  # the instance file may still be creating the space
@@ -151,17 +166,37 @@ def serve(app: str, backend_env: dict[str, str], workdir: Path, workers: int) ->
     port = free_port()
     cpus = "0" if workers == 1 else "0,1"
     if app == "kv":
-        env = {**os.environ, **backend_env, "KV_PORT": str(port), "KV_WORKERS": str(workers),
-               "KV_LOG_FILE": str(workdir / "kv-ops.log")}
+        env = {
+            **os.environ,
+            **backend_env,
+            "KV_PORT": str(port),
+            "KV_WORKERS": str(workers),
+            "KV_LOG_FILE": str(workdir / "kv-ops.log"),
+        }
         command = [sys.executable, "-m", "kv.entrypoints.cli", "serve"]
     else:
         env = {**os.environ, "PYTHONPATH": str(ROOT / "bench")}
-        command = [sys.executable, "-m", "uvicorn", "floor:app", "--port", str(port),
-                   "--loop", "uvloop", "--http", "httptools", "--no-access-log",
-                   "--log-level", "warning", "--workers", str(workers)]
+        command = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "floor:app",
+            "--port",
+            str(port),
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+            "--workers",
+            str(workers),
+        ]
     log = (workdir / f"{app}.stderr").open("ab")
-    process = subprocess.Popen(["taskset", "-c", cpus, *command], env=env,
-                               stdout=subprocess.DEVNULL, stderr=log)
+    process = subprocess.Popen(
+        ["taskset", "-c", cpus, *command], env=env, stdout=subprocess.DEVNULL, stderr=log
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(url + "/kv/x", process, app)
@@ -179,8 +214,17 @@ def to_ms(text: str) -> float:
 
 
 def wrk(url: str, workload: str, duration: int, workdir: Path) -> Sample:
-    command = ["taskset", "-c", "1", "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{duration}s",
-               "--latency", url + PATHS.get(workload, "/kv/bench")]
+    command = [
+        "taskset",
+        "-c",
+        "1",
+        "wrk",
+        "-t1",
+        f"-c{CONNECTIONS}",
+        f"-d{duration}s",
+        "--latency",
+        url + PATHS.get(workload, "/kv/bench"),
+    ]
     script = SCRIPTS[workload]
     if script:
         path = workdir / (re.sub(r"\W+", "_", workload) + ".lua")
@@ -206,8 +250,9 @@ def median(samples: list[Sample]) -> Sample:
     )
 
 
-def bench_backend(backend: str, args: argparse.Namespace, workdir: Path,
-                  workers: int) -> dict[str, dict[str, Sample]]:
+def bench_backend(
+    backend: str, args: argparse.Namespace, workdir: Path, workers: int
+) -> dict[str, dict[str, Sample]]:
     samples: dict[str, dict[str, list[Sample]]] = {"kv": {}, "floor": {}}
     with backend_server(backend, workdir) as backend_env:
         for round_ in range(args.rounds):
@@ -217,15 +262,19 @@ def bench_backend(backend: str, args: argparse.Namespace, workdir: Path,
                     for workload in SCRIPTS:
                         sample = wrk(url, workload, args.duration, workdir)
                         samples[app].setdefault(workload, []).append(sample)
-                        print(f"  {backend} x{workers} round {round_} {app:5} {workload:16} "
-                              f"{sample.rps:9,.0f} req/s  p50 {sample.p50_ms:6.2f} ms  "
-                              f"p99 {sample.p99_ms:6.2f} ms", flush=True)
+                        print(
+                            f"  {backend} x{workers} round {round_} {app:5} {workload:16} "
+                            f"{sample.rps:9,.0f} req/s  p50 {sample.p50_ms:6.2f} ms  "
+                            f"p99 {sample.p99_ms:6.2f} ms",
+                            flush=True,
+                        )
     return {app: {w: median(s) for w, s in by.items()} for app, by in samples.items()}
 
 
 def table(results: dict[tuple[str, int], dict[str, dict[str, Sample]]]) -> str:
     lines = [
-        "| backend | workers | workload | kv req/s | floor req/s | kv/floor | target | kv p50 ms | kv p99 ms | floor p99 ms |",
+        "| backend | workers | workload | kv req/s | floor req/s | kv/floor | target "
+        "| kv p50 ms | kv p99 ms | floor p99 ms |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for (backend, workers), by_app in results.items():
@@ -259,8 +308,14 @@ def chart(results: dict[tuple[str, int], dict[str, dict[str, Sample]]], path: Pa
         label = backend if workers == 1 else f"{backend} ({workers} workers)"
         ax.bar(xs, ratios, width, label=label)
         if workers == 1:
-            ax.hlines(TARGETS[backend], xs[0] - width / 2, xs[-1] + width / 2,
-                      linestyles="dashed", linewidth=0.8, colors="grey")
+            ax.hlines(
+                TARGETS[backend],
+                xs[0] - width / 2,
+                xs[-1] + width / 2,
+                linestyles="dashed",
+                linewidth=0.8,
+                colors="grey",
+            )
     ax.set_xticks([j + width * (len(groups) - 1) / 2 for j in range(len(workloads))], workloads)
     ax.set_ylabel("kv req/s ÷ floor req/s")
     ax.set_title(f"kv vs bare Starlette, {CONNECTIONS} connections (dashed: targets)")
@@ -274,8 +329,12 @@ def main() -> None:
     parser.add_argument("--backends", nargs="+", default=["memory", "tarantool", "redis"])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
-    parser.add_argument("--workers", type=int, default=2,
-                        help="also run tarantool and redis with this many workers (1: skip)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="also run tarantool and redis with this many workers (1: skip)",
+    )
     args = parser.parse_args()
     for tool in ("wrk", "taskset"):
         if shutil.which(tool) is None:
@@ -287,7 +346,8 @@ def main() -> None:
         if args.workers > 1:
             for backend in (b for b in args.backends if b != "memory"):
                 results[(backend, args.workers)] = bench_backend(
-                    backend, args, Path(tmp), args.workers)
+                    backend, args, Path(tmp), args.workers
+                )
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
     report = (
@@ -297,8 +357,9 @@ def main() -> None:
         f"Medians of {args.rounds} alternating rounds; {CONNECTIONS} connections; kv and the "
         "floor on CPU 0 (both CPUs with several workers), wrk and the backend on CPU 1; "
         f"operation log on (INFO, to a file). Targets: kv/floor per backend, p99 ≤ "
-        f"{P99_TARGET_MS} ms. \"GET missing\" is a 404 for kv and a 200 for the floor.\n\n"
-        + table(results) + "\n"
+        f'{P99_TARGET_MS} ms. "GET missing" is a 404 for kv and a 200 for the floor.\n\n'
+        + table(results)
+        + "\n"
     )
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "latest.md").write_text(report)

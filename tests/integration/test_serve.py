@@ -6,7 +6,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ class Server:
         self.log = log
 
 
-def start_kv(tmp_path: Path, *, command: tuple[str, ...] = (), **env: str) -> Server:
+def start_kv(tmp_path: Path, env: Mapping[str, str], *, command: tuple[str, ...] = ()) -> Server:
     """`kv serve` (or `command`, given the port as its last argument) on a free port."""
     port = free_port()
     log = tmp_path / "kv.stderr"
@@ -62,7 +62,7 @@ def stop_kv(server: Server) -> int:
 
 @pytest.fixture
 def kv_server(tmp_path: Path) -> Iterator[Server]:
-    server = start_kv(tmp_path, KV_BACKEND="memory")
+    server = start_kv(tmp_path, {"KV_BACKEND": "memory"})
     yield server
     if server.process.poll() is None:
         stop_kv(server)
@@ -121,7 +121,7 @@ def test_a_64_mib_body_is_refused_while_streaming_and_the_server_goes_on(kv_serv
 
 def test_plain_uvicorn_runs_the_app_from_the_environment(tmp_path: Path) -> None:
     uvicorn = (sys.executable, "-m", "uvicorn", "kv.entrypoints.http:app", "--port")
-    server = start_kv(tmp_path, command=uvicorn, KV_BACKEND="memory", KV_LOG_FORMAT="json")
+    server = start_kv(tmp_path, {"KV_BACKEND": "memory", "KV_LOG_FORMAT": "json"}, command=uvicorn)
     try:
         with httpx.Client(base_url=server.url, timeout=10) as client:
             assert client.post("/kv", json={"key": "u", "value": 1}).status_code == 200
@@ -133,7 +133,7 @@ def test_plain_uvicorn_runs_the_app_from_the_environment(tmp_path: Path) -> None
 
 def test_several_workers_serve_one_store(tmp_path: Path, redis_server: Any) -> None:
     url = redis_server.settings()["redis_url"]
-    server = start_kv(tmp_path, KV_WORKERS="2", KV_BACKEND="redis", KV_REDIS_URL=url)
+    server = start_kv(tmp_path, {"KV_WORKERS": "2", "KV_BACKEND": "redis", "KV_REDIS_URL": url})
     try:
         with httpx.Client(base_url=server.url, timeout=10) as client:
             # New connections spread over both workers; every one sees every write.

@@ -6,22 +6,24 @@ VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q
-# Debian packages the tests start: command -> package
-SYSTEM_TOOLS := tarantool:tarantool redis-server:redis-server redis-cli:redis-tools
+# Debian packages the tests use: command -> package
+SYSTEM_TOOLS := tarantool:tarantool redis-server:redis-server redis-cli:redis-tools docker-compose:docker-compose
+# The profiles of compose.yaml; each must validate on its own.
+COMPOSE_PROFILES := memory tarantool redis
 
-.PHONY: run test check lint typecheck importcheck unit system-deps lock clean
+.PHONY: run test check lint typecheck importcheck unit compose-check system-deps lock clean bench
 
 run: $(VENV)/.run-installed
 	$(BIN)/kv serve
 
-test: $(VENV)/.dev-installed system-deps check
+test: $(VENV)/.dev-installed system-deps check compose-check
 	$(BIN)/pytest
 
 check: lint typecheck importcheck
 
 lint: $(VENV)/.dev-installed
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 
 typecheck: $(VENV)/.dev-installed
 	$(BIN)/mypy
@@ -31,6 +33,13 @@ importcheck: $(VENV)/.dev-installed
 
 unit: $(VENV)/.dev-installed
 	$(BIN)/pytest tests/unit
+
+# Parses and validates compose.yaml per profile (no Docker engine needed); docker-compose 1.29
+# rejects unknown keys and bad values, so a typo fails here rather than at `up`.
+compose-check: system-deps
+	@for profile in $(COMPOSE_PROFILES); do \
+		docker-compose -f compose.yaml --profile $$profile config -q || exit 1; \
+		echo "compose.yaml: profile $$profile is valid"; done
 
 $(BIN)/python:
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -48,6 +57,16 @@ $(VENV)/.dev-installed: requirements-dev.lock pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	@touch $@ $(VENV)/.run-installed
 
+# Not part of `make test`: kv against the bare-Starlette floor on every backend (~15 minutes).
+bench: $(VENV)/.bench-installed
+	@$(MAKE) --no-print-directory system-deps SYSTEM_TOOLS="$(SYSTEM_TOOLS) wrk:wrk taskset:util-linux"
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+$(VENV)/.bench-installed: requirements-bench.lock pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q --require-hashes -r requirements-bench.lock
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
+	@touch $@ $(VENV)/.dev-installed $(VENV)/.run-installed
+
 # Installs with apt only what is missing, so a machine that has everything is not touched.
 system-deps:
 	@missing=""; for pair in $(SYSTEM_TOOLS); do \
@@ -60,6 +79,7 @@ system-deps:
 lock:
 	uv pip compile pyproject.toml build-requirements.in --python-version 3.11 --generate-hashes -q -o requirements.lock
 	uv pip compile pyproject.toml build-requirements.in --extra test --extra dev --python-version 3.11 --generate-hashes -q -o requirements-dev.lock
+	uv pip compile pyproject.toml build-requirements.in --extra test --extra dev --extra bench --python-version 3.11 --generate-hashes -q -o requirements-bench.lock
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

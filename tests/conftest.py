@@ -17,6 +17,12 @@ from asgi_lifespan import LifespanManager
 from kv.container import Settings
 from kv.entrypoints.http import create_app
 
+# The live servers' fixtures (`<backend>_server`), one plugin per backend, one line each.
+pytest_plugins = [
+    "tests.servers.tarantool",
+    "tests.servers.redis",
+]
+
 
 @pytest.fixture
 def backend() -> str:
@@ -35,7 +41,8 @@ def backend_settings(request: pytest.FixtureRequest, backend: str) -> dict[str, 
 
 @pytest.fixture
 def settings(backend: str, backend_settings: dict[str, Any]) -> Settings:
-    return Settings(backend=backend, **backend_settings)
+    # A test-only backend name ("redis_cluster") maps to a real one in its server's settings.
+    return Settings(**{"backend": backend, **backend_settings})
 
 
 @pytest.fixture

@@ -10,9 +10,11 @@ from typing import Any
 from dependency_injector import containers, providers
 
 from kv.adapters.memory import open_memory_repository
+from kv.adapters.redis import open_redis_repository
+from kv.adapters.tarantool import TarantoolAddress, open_tarantool_repository
 from kv.domain.service import KVService
 
-BACKENDS = ("memory",)
+BACKENDS = ("memory", "tarantool", "redis")
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 # A connection timeout of hours is a typo for one of seconds; and a request head must at
@@ -95,6 +97,17 @@ class Settings:
             raise ConfigError(f"KV_LIMIT_CONCURRENCY={self.limit_concurrency} must be at least 1")
         if self.backlog < 1:
             raise ConfigError(f"KV_BACKLOG={self.backlog} must be at least 1")
+        if self.backend == "tarantool":
+            try:
+                TarantoolAddress.parse(self.tarantool_url)
+            except ValueError as exc:
+                # Not echoing the URL: it may hold a password.
+                raise ConfigError(f"KV_TARANTOOL_URL is not valid: {exc}") from None
+            if not self.tarantool_space.isidentifier() or not self.tarantool_space.isascii():
+                raise ConfigError(
+                    f"KV_TARANTOOL_SPACE={self.tarantool_space!r} must be ASCII letters, digits "
+                    "and _, not starting with a digit (it prefixes the names of kv's functions)"
+                )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> "Settings":
@@ -149,6 +162,19 @@ class Container(containers.DeclarativeContainer):
     repository = providers.Selector(
         config.backend,
         memory=providers.Resource(open_memory_repository),
+        tarantool=providers.Resource(
+            open_tarantool_repository,
+            url=config.tarantool_url,
+            space=config.tarantool_space,
+            timeout=config.backend_timeout,
+        ),
+        redis=providers.Resource(
+            open_redis_repository,
+            url=config.redis_url,
+            prefix=config.redis_prefix,
+            cluster=config.redis_cluster,
+            timeout=config.backend_timeout,
+        ),
     )
 
     service = providers.Singleton(KVService, repository=repository)

@@ -6,7 +6,7 @@ from kv.container import Settings, build_container, start_service, stop_service
 from kv.domain.ports import Repository
 
 # Every backend runs the same suite; the memory adapter is trusted as a fake because it does.
-BACKENDS = ["memory"]
+BACKENDS = ["memory", "tarantool", "redis", "redis_cluster"]
 
 
 @pytest.fixture(params=BACKENDS)

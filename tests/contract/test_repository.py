@@ -153,3 +153,15 @@ async def test_clear_removes_every_key(
 
 async def test_ping_answers(repository: Repository) -> None:
     await repository.ping()
+
+
+async def test_an_expected_revision_no_record_has_is_a_conflict(
+    repository: Repository, unique: Callable[[str], str]
+) -> None:
+    # If-Match: "0" or a number of any length reaches the repository; none is an error.
+    key = unique("a")
+    await repository.create(key, "1")
+    for expected in (0, 2**63, 2**64 - 1, 2**64, 10**30):
+        assert await repository.replace(key, "2", expected_revision=expected) == Conflict(1)
+        assert await repository.delete(key, expected_revision=expected) == Conflict(1)
+    assert await repository.get(key) == Record(key, "1", 1)

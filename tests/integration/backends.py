@@ -1,20 +1,22 @@
 """The live backends' servers, for the suites that stop, kill or restart them.
 
-Each backend's plugin (tests/servers/<backend>.py) provides `private_<backend>_server`: a
-server of the test's own, started from the shipped configuration (deploy/), with
-`settings()`, `stop()` (SIGTERM), `kill()` (SIGKILL) and `start()` (again, on the same data
-directory and port), and optionally `pause()` / `resume()` (SIGSTOP / SIGCONT).
+Each backend's plugin (tests/servers/<backend>.py) provides a server of the test's own,
+started from the shipped configuration (deploy/), with `settings()`, `stop()` (SIGTERM),
+`kill()` (SIGKILL) and `start()` (again, on the same data directory and port), and optionally
+`pause()` / `resume()` (SIGSTOP / SIGCONT).
 """
 
 from typing import Any, Protocol
 
 import pytest
 
-from kv.container import BACKENDS
-
-# The backends whose servers these suites crash. A backend not yet in kv.container.BACKENDS
-# (its branch has not landed) is skipped, saying so; once it is there, its fixture must be too.
-FAULT_BACKENDS = ["tarantool", "redis"]
+# The backends whose servers these suites crash, and the fixture of a server of one's own.
+FAULT_FIXTURES = {
+    "tarantool": "private_tarantool_server",
+    "redis": "disposable_redis_server",
+    "redis_cluster": "disposable_redis_cluster_server",
+}
+FAULT_BACKENDS = list(FAULT_FIXTURES)
 
 
 class BackendServer(Protocol):
@@ -25,7 +27,6 @@ class BackendServer(Protocol):
 
 
 def private_server(request: pytest.FixtureRequest, backend: str) -> BackendServer:
-    if backend not in BACKENDS:
-        pytest.skip(f"the {backend} backend has not landed on this branch yet")
-    server: BackendServer = request.getfixturevalue(f"private_{backend}_server")
+    """A server of this test's own for `backend` (a name of FAULT_FIXTURES)."""
+    server: BackendServer = request.getfixturevalue(FAULT_FIXTURES[backend])
     return server

@@ -20,11 +20,13 @@ def test_the_token_is_required_and_never_logged(tmp_path: Path, fmt: str) -> Non
     log_file = tmp_path / "kv.log"
     server = start_kv(
         tmp_path,
-        KV_BACKEND="memory",
-        KV_AUTH_TOKEN=token,
-        KV_LOG_LEVEL="TRACE",
-        KV_LOG_FORMAT=fmt,
-        KV_LOG_FILE=str(log_file),
+        {
+            "KV_BACKEND": "memory",
+            "KV_AUTH_TOKEN": token,
+            "KV_LOG_LEVEL": "TRACE",
+            "KV_LOG_FORMAT": fmt,
+            "KV_LOG_FILE": str(log_file),
+        },
     )
     try:
         with httpx.Client(base_url=server.url, timeout=10) as client:

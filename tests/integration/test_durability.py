@@ -74,7 +74,7 @@ def test_no_acknowledged_write_is_lost_when_the_backend_is_killed(
 ) -> None:
     writes = 20_000 if soak else 1000
     server = private_server(request, backend)
-    kv = start_kv(tmp_path, **kv_environment(backend, server.settings()))
+    kv = start_kv(tmp_path, kv_environment(backend, server.settings()))
     try:
         acknowledged = asyncio.run(write_all(kv.url, writes))
         server.kill()  # at once: no time for anything to be flushed

@@ -105,7 +105,7 @@ def test_a_backend_killed_or_frozen_under_load_gives_503s_then_recovers_losing_n
 ) -> None:
     server = private_server(request, backend)
     environ = kv_environment(backend, server.settings(), backend_timeout=BACKEND_TIMEOUT)
-    kv = start_kv(tmp_path, **environ)
+    kv = start_kv(tmp_path, environ)
     keys = [f"{uuid.uuid4().hex[:8]}/fault {n}" for n in range(3)]
     chosen = faults(server, soak)
     breaks = [pair for pair in chosen.values() for _ in range(3 if soak else 1)]

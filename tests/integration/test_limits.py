@@ -34,7 +34,7 @@ LIMITS = {
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = start_kv(tmp_path_factory.mktemp("limits"), KV_BACKEND="memory", **LIMITS)
+    server = start_kv(tmp_path_factory.mktemp("limits"), {"KV_BACKEND": "memory", **LIMITS})
     yield server
     if server.process.poll() is None:
         stop_kv(server)
@@ -191,7 +191,9 @@ def test_over_the_concurrency_limit_is_a_503_problem_until_idle_connections_are_
     tmp_path: Path,
 ) -> None:
     limit = 4
-    server = start_kv(tmp_path, KV_BACKEND="memory", KV_LIMIT_CONCURRENCY=str(limit), **LIMITS)
+    server = start_kv(
+        tmp_path, {"KV_BACKEND": "memory", "KV_LIMIT_CONCURRENCY": str(limit), **LIMITS}
+    )
     try:
         # Silent connections, as a slowloris would open them: they fill the limit...
         idle = [connect(server) for _ in range(limit)]

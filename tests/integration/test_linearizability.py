@@ -25,7 +25,7 @@ def test_concurrent_clients_see_a_linearizable_history(
     backend: str, backend_settings: dict[str, Any], tmp_path: Path, soak: bool
 ) -> None:
     clients, operations = (16, 2000) if soak else (8, 300)
-    server = start_kv(tmp_path, **kv_environment(backend, backend_settings))
+    server = start_kv(tmp_path, kv_environment(backend, backend_settings))
     prefix = uuid.uuid4().hex[:8]
     keys = [f"{prefix}/lin {n}" for n in range(3)]
     try:

@@ -6,8 +6,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -27,12 +28,16 @@ class Server:
         self.log = log
 
 
-def start_kv(tmp_path: Path, **env: str) -> Server:
+def start_kv(tmp_path: Path, env: Mapping[str, str], *, command: tuple[str, ...] = ()) -> Server:
+    """`kv serve` (or `command`, given the port as its last argument) on a free port."""
     port = free_port()
     log = tmp_path / "kv.stderr"
     environ = {**os.environ, "KV_PORT": str(port), **env}
+    argv = (
+        [*command, str(port)] if command else [sys.executable, "-m", "kv.entrypoints.cli", "serve"]
+    )
     process = subprocess.Popen(
-        [sys.executable, "-m", "kv.entrypoints.cli", "serve"],
+        argv,
         env=environ,
         stdout=subprocess.DEVNULL,
         stderr=log.open("wb"),
@@ -57,7 +62,7 @@ def stop_kv(server: Server) -> int:
 
 @pytest.fixture
 def kv_server(tmp_path: Path) -> Iterator[Server]:
-    server = start_kv(tmp_path, KV_BACKEND="memory")
+    server = start_kv(tmp_path, {"KV_BACKEND": "memory"})
     yield server
     if server.process.poll() is None:
         stop_kv(server)
@@ -112,3 +117,34 @@ def test_a_64_mib_body_is_refused_while_streaming_and_the_server_goes_on(kv_serv
         )
     )
     assert rss_kib < 200 * 1024, f"peak RSS {rss_kib} KiB: the body was buffered"
+
+
+def test_plain_uvicorn_runs_the_app_from_the_environment(tmp_path: Path) -> None:
+    uvicorn = (sys.executable, "-m", "uvicorn", "kv.entrypoints.http:app", "--port")
+    server = start_kv(tmp_path, {"KV_BACKEND": "memory", "KV_LOG_FORMAT": "json"}, command=uvicorn)
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            assert client.post("/kv", json={"key": "u", "value": 1}).status_code == 200
+            assert client.get("/").json()["backend"] == "memory"
+    finally:
+        stop_kv(server)
+    assert '"operation":"create"' in server.log.read_text()
+
+
+def test_several_workers_serve_one_store(tmp_path: Path, redis_server: Any) -> None:
+    url = redis_server.settings()["redis_url"]
+    server = start_kv(tmp_path, {"KV_WORKERS": "2", "KV_BACKEND": "redis", "KV_REDIS_URL": url})
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            # New connections spread over both workers; every one sees every write.
+            prefix = f"workers-{time.monotonic_ns()}"
+            for i in range(40):
+                response = httpx.post(
+                    f"{server.url}/kv", json={"key": f"{prefix}/{i}", "value": i}, timeout=10
+                )
+                assert response.status_code == 200
+            for i in range(40):
+                assert httpx.get(f"{server.url}/kv/{prefix}/{i}", timeout=10).json()["value"] == i
+            assert client.get("/").json()["backend"] == "redis"
+    finally:
+        assert stop_kv(server) in (0, -signal.SIGTERM)

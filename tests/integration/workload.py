@@ -17,9 +17,9 @@ import httpx
 
 from tests.linearizability import Kind, Operation
 
-# The backends the load suites run `kv serve` on. A live one needs its `<backend>_server`
-# fixture (tests/servers/): add "tarantool" and "redis" here once those have landed on main.
-LIVE_BACKENDS = ["memory"]
+# The backends the load suites run `kv serve` on; a live one through its `<backend>_server`
+# fixture (tests/servers/), as `backend_settings` resolves it.
+LIVE_BACKENDS = ["memory", "tarantool", "redis", "redis_cluster"]
 
 # Statuses an operation of the workload may get, besides 503 (the backend is unavailable).
 EXPECTED = {200, 404, 409, 412}
@@ -31,7 +31,7 @@ WEIGHTS = {"create": 2, "overwrite": 4, "get": 5, "delete": 2}
 def kv_environment(backend: str, settings: dict[str, Any], **extra: Any) -> dict[str, str]:
     """The `KV_*` variables that run `kv serve` on `backend` with `settings` (Settings
     fields, as the `<backend>_server` fixtures give them)."""
-    environ = {"KV_BACKEND": backend}
+    environ = {"KV_BACKEND": backend}  # a test-only name ("redis_cluster") is in `settings`
     for name, value in {**settings, **extra}.items():
         if isinstance(value, bool):
             value = "true" if value else "false"

@@ -37,7 +37,7 @@ from kv.domain.errors import (
     RevisionMismatch,
     StorageUnavailable,
 )
-from kv.domain.model import Record, validate_value
+from kv.domain.model import MAX_VALUE_DEPTH, Record, validate_value
 from kv.domain.service import KVService
 from kv.entrypoints.middleware import (
     KEY,
@@ -146,9 +146,11 @@ def _finite_float(text: str) -> float:
     return number
 
 
-def encode_value(value: Any) -> str:
-    """The compact JSON text stored for `value` (after the domain's depth rule)."""
-    validate_value(value)
+def encode_value(value: Any, body: bytes) -> str:
+    """The compact JSON text stored for `value`, decoded from `body` (after the depth rule)."""
+    # A value cannot nest deeper than its body has brackets: most bodies need no walk.
+    if body.count(b"[") + body.count(b"{") > MAX_VALUE_DEPTH:
+        validate_value(value)
     try:
         return orjson.dumps(value).decode()
     except orjson.JSONEncodeError:
@@ -205,8 +207,12 @@ def path_key(scope: Scope, prefix: int) -> str:
 
 def expected_revision(request: Request) -> int | None:
     """The revision an `If-Match` header requires, None without one (or with `*`)."""
-    header = request.headers.get("if-match")
-    if header is None:
+    # A scan of the raw headers: building request.headers costs more than the rest here.
+    for name, value in request.scope["headers"]:
+        if name == b"if-match":
+            header = value.decode("latin-1")
+            break
+    else:
         return None
     tag = header.strip()
     if tag == "*":
@@ -310,7 +316,7 @@ def item_endpoint(
         data = json_object(body, ("value", "key"), ("value",))
         if "key" in data and data["key"] != key:
             raise BadRequest(f"the body's key {data['key']!r} differs from the key in the path")
-        value = encode_value(data["value"])
+        value = encode_value(data["value"], body)
         scope[SIZE] = utf8_size(value)
         return record_response(await write(request, service, key, value))
 
@@ -344,14 +350,11 @@ async def kv_collection(request: Request) -> Response:
         raise MethodNotAllowed(scope["method"], COLLECTION_METHODS)
     scope[OPERATION] = "create"
     state = scope["state"]
-    data = json_object(
-        await read_body(request, state["settings"].max_body_bytes),
-        ("key", "value"),
-        ("key", "value"),
-    )
+    body = await read_body(request, state["settings"].max_body_bytes)
+    data = json_object(body, ("key", "value"), ("key", "value"))
     key = data["key"]
     scope[KEY] = key if isinstance(key, str) else None
-    value = encode_value(data["value"])
+    value = encode_value(data["value"], body)
     scope[SIZE] = utf8_size(value)
     record = await state["service"].create(key, value)
     return record_response(record)
@@ -469,7 +472,13 @@ def create_app(
         wiring = container or build_container(settings)
         flusher = asyncio.create_task(operations.run())
         try:
-            service = await start_service(wiring)
+            try:
+                service = await start_service(wiring)
+            except Exception as exc:
+                # Said here, while the log handlers exist: uvicorn reports a failed start-up
+                # only after this lifespan has removed them.
+                logger.critical("kv cannot start on the {} backend: {}", settings.backend, exc)
+                raise
             logger.info("kv {} ready on the {} backend", __version__, settings.backend)
             yield {"service": service, "settings": settings}
         finally:

@@ -219,12 +219,12 @@ def check_key(key: str, ops: Sequence[Operation], *, budget: int = 5_000_000) ->
                     stack.append((entry, state))
                     state, linearized = after, marked
                     _lift(entry)
-                    if len(stack) > len(deepest):
-                        deepest = [(e.op, s) for e, s in stack if e.op is not None]
                     entry = head.next
                     continue
             entry = entry.next
         else:  # a return whose call could not be linearized before it: backtrack
+            if len(stack) > len(deepest):  # kept for the explanation, should it fail
+                deepest = [(e.op, s) for e, s in stack if e.op is not None]
             if not stack:
                 return Result(False, key, _explain(key, ops, deepest), len(ops))
             entry, state = stack.pop()

@@ -18,6 +18,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.integration.test_serve import Server, start_kv
@@ -30,6 +31,9 @@ LOAD_SECONDS_MAX = 60.0
 
 async def half_sent_put(server: Server, key: str, signalled: asyncio.Event) -> bytes:
     """A PUT whose body is half sent before SIGTERM and the rest after; its response."""
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        created = await client.post("/kv", json={"key": key, "value": "before the signal"})
+        assert created.status_code == 200
     host, port = server.url.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
     body = b'{"value": "sent across the signal"}'
@@ -54,7 +58,7 @@ async def load_and_terminate(
     signalled = asyncio.Event()
     run = Run()
     load = asyncio.create_task(run_clients(server.url, keys, clients=clients, until=done, into=run))
-    half_sent = asyncio.create_task(half_sent_put(server, keys[0], signalled))
+    half_sent = asyncio.create_task(half_sent_put(server, f"{keys[0]}-half-sent", signalled))
     # Signal once the load is well under way (however slow the machine), with a bound.
     deadline = time.monotonic() + LOAD_SECONDS_MAX
     while time.monotonic() < deadline:
@@ -77,7 +81,7 @@ async def load_and_terminate(
 def test_sigterm_under_load_answers_what_it_started_flushes_the_log_and_exits(
     backend: str, backend_settings: dict[str, Any], tmp_path: Path, soak: bool
 ) -> None:
-    server = start_kv(tmp_path, **kv_environment(backend, backend_settings))
+    server = start_kv(tmp_path, kv_environment(backend, backend_settings))
     prefix = uuid.uuid4().hex[:8]
     keys = [f"{prefix}-{n}" for n in range(4)]
     try:

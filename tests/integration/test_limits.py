@@ -76,12 +76,13 @@ def served_meanwhile(server: Server, until: float) -> int:
     """Requests another client gets answered (all must be) until `until` (monotonic)."""
     answered = 0
     with httpx.Client(base_url=server.url, timeout=10) as other:
-        while time.monotonic() < until:
+        while True:  # at least once, however late this starts
             key = f"meanwhile-{time.monotonic_ns()}"
             assert other.post("/kv", json={"key": key, "value": answered}).status_code == 200
             assert other.get(f"/kv/{key}").json()["value"] == answered
             answered += 1
-    return answered
+            if time.monotonic() >= until:
+                return answered
 
 
 def status_and_problem(response: bytes) -> tuple[int, dict[str, object]]:
@@ -101,10 +102,10 @@ def test_an_idle_keep_alive_connection_is_closed_after_the_keep_alive_timeout(
     # sooner than its deadline after them.
     asked = time.monotonic()
     sock.sendall(b"GET /health HTTP/1.1\r\nHost: kv\r\n\r\n")
-    response = sock.recv(65536)
-    assert response.startswith(b"HTTP/1.1 200 ")
-    rest, closed = read_until_closed(sock)
-    assert rest == b""
+    response, closed = read_until_closed(sock)
+    # One whole answer (its head and body may come in separate reads), then the close.
+    assert response.startswith(b"HTTP/1.1 200 ") and response.endswith(b'{"status":"ok"}')
+    assert response.count(b"HTTP/1.1") == 1
     assert KEEP_ALIVE * 0.9 <= closed - asked <= KEEP_ALIVE + SLACK
 
 
@@ -129,6 +130,8 @@ def test_a_head_sent_slowly_gets_408_and_other_clients_are_served_meanwhile(
     answered = 0
     for header in (b"X-A: 1\r\n", b"X-B: 2\r\n", b"X-C: 3\r\n"):
         answered += served_meanwhile(server, time.monotonic() + HEADER_TIMEOUT / 4)
+        if time.monotonic() - started > HEADER_TIMEOUT * 0.6:
+            break  # a slow machine: leave the deadline to come, do not write past it
         try:
             sock.sendall(header)
         except (BrokenPipeError, ConnectionResetError):
@@ -146,8 +149,9 @@ def test_a_body_never_finished_gets_408_and_other_clients_are_served_meanwhile(
     sock = connect(server)
     started = time.monotonic()
     sock.sendall(b'POST /kv HTTP/1.1\r\nHost: kv\r\nContent-Length: 100\r\n\r\n{"key": "late')
-    assert served_meanwhile(server, started + BODY_TIMEOUT * 0.75) > 0
-    sock.sendall(b'", "va')
+    assert served_meanwhile(server, started + BODY_TIMEOUT * 0.5) > 0
+    if time.monotonic() - started < BODY_TIMEOUT * 0.6:
+        sock.sendall(b'", "va')  # more of it, still not all
     response, closed = read_until_closed(sock)
     status, problem = status_and_problem(response)
     assert status == 408 and "body did not arrive" in str(problem["detail"])

@@ -209,8 +209,11 @@ def expected_revision(request: Request) -> int | None:
     tag = header.strip()
     if tag == "*":
         return None
-    if len(tag) > 2 and tag[0] == '"' and tag[-1] == '"' and tag[1:-1].isdigit():
-        return int(tag[1:-1])
+    digits = tag[1:-1]
+    # isascii: str.isdigit() is also true for "²", which int() refuses (a 500 before this).
+    if len(tag) > 2 and tag[0] == '"' and tag[-1] == '"' and digits.isascii() and digits.isdigit():
+        # No revision has 19 digits (they are 64-bit), and int() refuses more than 4300.
+        return int(digits) if len(digits.lstrip("0")) < 19 else 0
     if tag.startswith('W/"'):
         return 0  # a weak tag never matches under the strong comparison If-Match uses
     raise BadRequest(f'If-Match must be one entity tag such as "3" (or *), not {header!r}')

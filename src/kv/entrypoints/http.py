@@ -42,6 +42,7 @@ from kv.domain.service import KVService
 from kv.entrypoints.middleware import (
     KEY,
     OPERATION,
+    REQUEST_ID,
     SIZE,
     BearerAuthMiddleware,
     RequestContextMiddleware,
@@ -350,7 +351,7 @@ _DOMAIN_STATUS: list[tuple[type[KVError], int, str]] = [
 ]
 
 
-async def domain_error(_: Request, exc: Exception) -> Response:
+async def domain_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, KVError)
     status, title = next(
         ((status, title) for kind, status, title in _DOMAIN_STATUS if isinstance(exc, kind)),
@@ -358,7 +359,9 @@ async def domain_error(_: Request, exc: Exception) -> Response:
     )
     headers = None
     if status == 503:
-        logger.opt(exception=exc).error("backend unavailable: {}", exc.detail)
+        logger.bind(request_id=request.scope.get(REQUEST_ID)).opt(exception=exc).error(
+            "backend unavailable: {}", exc.detail
+        )
         headers = {"retry-after": RETRY_AFTER_SECONDS}
     return problem(status, title, exc.detail, key=exc.key, headers=headers)
 
@@ -380,9 +383,14 @@ async def client_disconnect(_: Request, __: Exception) -> Response:
     return problem(400, "Bad Request", "the client closed the connection before the body ended")
 
 
-async def server_error(_: Request, exc: Exception) -> Response:
-    logger.opt(exception=exc).error("unhandled error")
-    return problem(500, "Internal Server Error", "the server failed; the error is in its log")
+async def server_error(request: Request, exc: Exception) -> Response:
+    request_id = request.scope.get(REQUEST_ID)
+    logger.bind(request_id=request_id).opt(exception=exc).error("unhandled error")
+    # Starlette sends this answer outside the middleware that adds X-Request-ID; add it here.
+    headers = {"x-request-id": request_id} if request_id else None
+    return problem(
+        500, "Internal Server Error", "the server failed; the error is in its log", headers=headers
+    )
 
 
 # --- the application -----------------------------------------------------------------------

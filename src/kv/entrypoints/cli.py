@@ -3,11 +3,14 @@
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import uvicorn
 
 from kv.container import BACKENDS, ConfigError, Settings
+from kv.metrics import MULTIPROC_DIR_VARIABLE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,8 +57,29 @@ def serve(args: argparse.Namespace) -> int:
         for name, value in overrides.items():
             if value is not None:
                 os.environ[f"KV_{name.upper()}"] = str(value)
-        uvicorn.run("kv.entrypoints.http:app", workers=settings.workers, **options)  # type: ignore[arg-type]
+        with shared_metrics_directory(settings.metrics):
+            uvicorn.run("kv.entrypoints.http:app", workers=settings.workers, **options)  # type: ignore[arg-type]
     return 0
+
+
+@contextmanager
+def shared_metrics_directory(enabled: bool) -> Iterator[str | None]:
+    """Where the worker processes write their metrics so that /metrics adds them all up.
+
+    prometheus-client's multiprocess mode: `PROMETHEUS_MULTIPROC_DIR` when the user gives one
+    (it must be emptied between runs), else a new temporary directory, removed at exit. The
+    workers inherit the variable and read it when they import prometheus-client.
+    """
+    given = os.environ.get(MULTIPROC_DIR_VARIABLE)
+    if not enabled or given:
+        yield given
+        return
+    with tempfile.TemporaryDirectory(prefix="kv-metrics-") as directory:
+        os.environ[MULTIPROC_DIR_VARIABLE] = directory
+        try:
+            yield directory
+        finally:
+            del os.environ[MULTIPROC_DIR_VARIABLE]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,7 +10,7 @@ import json
 import math
 import os
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sized
 from contextlib import asynccontextmanager
 from typing import Any, TypedDict
 from urllib.parse import unquote_to_bytes
@@ -56,6 +56,7 @@ from kv.entrypoints.problems import (
     problem_body,
 )
 from kv.logs import OperationLog, configure_logging, remove_handlers
+from kv.metrics import Metrics
 
 ITEM_METHODS = ("GET", "HEAD", "PUT", "DELETE")
 COLLECTION_METHODS = ("POST",)
@@ -326,6 +327,22 @@ async def ready(request: Request) -> Response:
     return json_response({"status": "ready", "backend": state["settings"].backend})
 
 
+def metrics_endpoint(metrics: Metrics) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        body, content_type = metrics.render(request.headers.get("accept"))
+        return Response(body, headers={"content-type": content_type})
+
+    return endpoint
+
+
+def instrument(service: KVService, metrics: Metrics, backend: str) -> KVService:
+    """The service on a repository whose calls are timed; the memory backend's size published."""
+    repository = service.repository
+    if backend == "memory" and isinstance(repository, Sized):
+        metrics.count_keys(repository)
+    return KVService(metrics.instrument(repository))
+
+
 class AnyMethod:
     """An endpoint that receives every method and answers 405 itself, as problem+json.
 
@@ -411,6 +428,7 @@ def create_app(
         fmt=settings.log_format,
         enabled=settings.log_level in ("TRACE", "DEBUG", "INFO"),
     )
+    metrics = Metrics(backend=settings.backend) if settings.metrics else None
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[State]:
@@ -421,16 +439,20 @@ def create_app(
         flusher = asyncio.create_task(operations.run())
         try:
             service = await start_service(wiring)
+            if metrics is not None:
+                service = instrument(service, metrics, settings.backend)
             logger.info("kv {} ready on the {} backend", __version__, settings.backend)
             yield {"service": service, "settings": settings}
         finally:
             flusher.cancel()
             operations.flush()
             await stop_service(wiring)
+            if metrics is not None:
+                metrics.stop_counting_keys()
             logger.info("kv stopped")
             remove_handlers(handlers)
 
-    middleware = [Middleware(RequestContextMiddleware, operations=operations)]
+    middleware = [Middleware(RequestContextMiddleware, operations=operations, metrics=metrics)]
     if settings.auth_token:
         middleware.append(Middleware(BearerAuthMiddleware, token=settings.auth_token))
 
@@ -441,6 +463,8 @@ def create_app(
         Route("/kv", AnyMethod(kv_collection)),
         Route("/kv/{key:anypath}", AnyMethod(kv_item)),
     ]
+    if metrics is not None:
+        routes.append(Route("/metrics", metrics_endpoint(metrics), methods=["GET"]))
     return Starlette(
         routes=routes,
         middleware=middleware,

@@ -1,0 +1,210 @@
+"""/metrics: requests by route template, method and status; latencies; backend calls and
+errors; the memory backend's size; multiprocess mode; KV_METRICS=false."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+
+from kv.adapters.memory import MemoryRepository
+from kv.container import Settings
+from kv.entrypoints.cli import shared_metrics_directory
+from kv.entrypoints.http import create_app
+from kv.metrics import MULTIPROC_DIR_VARIABLE, InstrumentedRepository, Metrics, strip_convertors
+from tests.conftest import open_client
+from tests.unit.test_errors_and_auth import UnavailableRepository, client_on
+
+
+def samples(text: str) -> dict[str, float]:
+    """`name{labels}` -> value, for every sample line of an exposition."""
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            found[name] = float(value)
+    return found
+
+
+def series(name: str, **labels: str) -> str:
+    """A sample's name as prometheus-client writes it: labels sorted by name."""
+    return name + "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
+
+
+async def scrape(client: httpx.AsyncClient) -> dict[str, float]:
+    response = await client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    return samples(response.text)
+
+
+async def test_requests_are_counted_by_route_template_method_and_status() -> None:
+    async for client in open_client(Settings()):
+        await client.post("/kv", json={"key": "a/b", "value": 1})
+        await client.post("/kv", json={"key": "a/b", "value": 1})
+        await client.get("/kv/a/b")
+        await client.get("/kv/a/b/")  # the same route
+        await client.get("/kv/missing")
+        await client.request("BREW", "/kv/a/b")  # unknown methods share one label
+        await client.get("/no/such/route")
+        got = await scrape(client)
+    requests = "kv_http_requests_total"
+    assert got[series(requests, route="/kv", method="POST", status="200")] == 1
+    assert got[series(requests, route="/kv", method="POST", status="409")] == 1
+    assert got[series(requests, route="/kv/{key}", method="GET", status="200")] == 2
+    assert got[series(requests, route="/kv/{key}", method="GET", status="404")] == 1
+    assert got[series(requests, route="/kv/{key}", method="other", status="405")] == 1
+    assert got[series(requests, route="unmatched", method="GET", status="404")] == 1
+    count = "kv_http_request_duration_seconds_count"
+    assert got[series(count, route="/kv/{key}", method="GET")] == 3
+    assert got[series(count, route="/kv", method="POST")] == 2
+    # No key, no raw path ever becomes a label value.
+    assert not any("a/b" in name or "missing" in name for name in got)
+
+
+async def test_latency_histograms_have_buckets_and_sums() -> None:
+    async for client in open_client(Settings()):
+        await client.get("/health")
+        got = await scrape(client)
+    labels = {"route": "/health", "method": "GET"}
+    assert got[series("kv_http_request_duration_seconds_bucket", le="+Inf", **labels)] == 1
+    assert got[series("kv_http_request_duration_seconds_sum", **labels)] > 0
+    assert (
+        got[series("kv_backend_call_duration_seconds_count", backend="memory", operation="get")]
+        == 0
+    )
+
+
+async def test_backend_calls_are_timed_by_operation_and_the_memory_keys_counted() -> None:
+    async for client in open_client(Settings()):
+        for key in ("a", "b", "c"):
+            await client.post("/kv", json={"key": key, "value": key})
+        await client.put("/kv/a", json={"value": 2})
+        await client.delete("/kv/b")
+        await client.get("/kv/a")
+        await client.get("/ready")
+        got = await scrape(client)
+    calls = "kv_backend_call_duration_seconds_count"
+    for operation, count in (("create", 3), ("replace", 1), ("delete", 1), ("get", 1), ("ping", 1)):
+        assert got[series(calls, backend="memory", operation=operation)] == count, operation
+    assert got["kv_memory_keys"] == 2
+    assert got[series("kv_backend_errors_total", backend="memory", operation="get")] == 0
+
+
+async def test_backend_errors_are_counted_by_operation() -> None:
+    async for client in client_on(UnavailableRepository(), Settings()):
+        await client.get("/kv/a")
+        await client.post("/kv", json={"key": "a", "value": 1})
+        got = await scrape(client)
+    errors = "kv_backend_errors_total"
+    assert got[series(errors, backend="memory", operation="get")] == 1
+    assert got[series(errors, backend="memory", operation="create")] == 1
+    assert got[series(errors, backend="memory", operation="delete")] == 0
+    requests = "kv_http_requests_total"
+    assert got[series(requests, route="/kv/{key}", method="GET", status="503")] == 1
+
+
+async def test_a_request_refused_before_routing_is_counted_on_its_route() -> None:
+    async for client in open_client(Settings(auth_token="s3cret")):
+        assert (await client.get("/kv/a")).status_code == 401
+        got = await scrape(client)  # /metrics stays open, like /health
+    assert got[series("kv_http_requests_total", route="/kv/{key}", method="GET", status="401")] == 1
+
+
+async def test_every_series_is_named_kv_() -> None:
+    async for client in open_client(Settings()):
+        await client.get("/kv/a")
+        text = (await client.get("/metrics")).text
+    names = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE")}
+    assert names and all(name.startswith("kv_") for name in names), names
+
+
+async def test_openmetrics_is_served_when_asked_for() -> None:
+    async for client in open_client(Settings()):
+        response = await client.get("/metrics", headers={"accept": "application/openmetrics-text"})
+    assert response.headers["content-type"].startswith("application/openmetrics-text")
+    assert response.text.endswith("# EOF\n")
+
+
+async def test_metrics_off_means_no_endpoint_and_no_timing_wrapper() -> None:
+    for enabled, repository_type in ((False, MemoryRepository), (True, InstrumentedRepository)):
+        app = create_app(Settings(metrics=enabled))
+        async with LifespanManager(app) as manager:
+            assert type(manager._state["service"].repository) is repository_type
+            transport = httpx.ASGITransport(app=manager.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://kv.test") as client:
+                assert (await client.get("/metrics")).status_code == (200 if enabled else 404)
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("false", False), ("0", False), ("true", True)])
+def test_kv_metrics_is_read_from_the_environment(raw: str, expected: bool) -> None:
+    assert Settings.from_env({"KV_METRICS": raw}).metrics is expected
+    assert Settings().metrics is True
+
+
+def test_the_children_cache_stays_small_whatever_methods_clients_send() -> None:
+    metrics = Metrics(backend="memory")
+    for index in range(100):
+        metrics.observe_request("/kv/{key:anypath}", f"M{index}", 405, 0.001)
+    metrics.observe_request("/kv/{key:anypath}", "GET", 200, 0.001)
+    text = metrics.render(None)[0].decode()
+    assert 'kv_http_requests_total{method="other",route="/kv/{key}",status="405"} 100.0' in text
+    assert len(metrics._http) == 2
+
+
+def test_route_templates_lose_their_convertors() -> None:
+    assert strip_convertors("/kv/{key:anypath}") == "/kv/{key}"
+    assert strip_convertors("/v1/{key:path}") == "/v1/{key}"
+    assert strip_convertors("/a/{b}/{c:int}") == "/a/{b}/{c}"
+
+
+def test_several_processes_add_up_in_multiprocess_mode(tmp_path: Path) -> None:
+    """With PROMETHEUS_MULTIPROC_DIR, values go to files there and /metrics sums all of
+    them: two processes, one request each, are counted twice."""
+    code = (
+        "import asyncio, sys\n"
+        "from tests.conftest import open_client\n"
+        "from kv.container import Settings\n"
+        "async def main():\n"
+        "    async for client in open_client(Settings()):\n"
+        "        await client.get('/health')\n"
+        "        sys.stdout.write((await client.get('/metrics')).text)\n"
+        "asyncio.run(main())\n"
+    )
+    environ = {**os.environ, MULTIPROC_DIR_VARIABLE: str(tmp_path), "KV_LOG_LEVEL": "WARNING"}
+    outputs = [
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env=environ,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+        for _ in range(2)
+    ]
+    assert list(tmp_path.glob("*.db")), "no multiprocess files were written"
+    health = 'kv_http_requests_total{method="GET",route="/health",status="200"}'
+    assert re.search(re.escape(health) + r" 1\.0", outputs[0]), outputs[0]
+    assert re.search(re.escape(health) + r" 2\.0", outputs[1]), outputs[1]
+    assert "kv_memory_keys 0.0" in outputs[1]  # the in-process gauge is still published
+
+
+def test_kv_serve_with_several_workers_gets_a_shared_metrics_directory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(MULTIPROC_DIR_VARIABLE, raising=False)
+    with shared_metrics_directory(True) as directory:
+        assert directory is not None and os.path.isdir(directory)
+        assert os.environ[MULTIPROC_DIR_VARIABLE] == directory
+    assert not os.path.exists(directory)
+    assert MULTIPROC_DIR_VARIABLE not in os.environ
+    with shared_metrics_directory(False) as directory:
+        assert directory is None and MULTIPROC_DIR_VARIABLE not in os.environ
+    monkeypatch.setenv(MULTIPROC_DIR_VARIABLE, "/srv/metrics")
+    with shared_metrics_directory(True) as directory:
+        assert directory == "/srv/metrics"  # the user's own, left as it is

@@ -138,6 +138,8 @@ async def test_metrics_off_means_no_endpoint_and_no_timing_wrapper() -> None:
             transport = httpx.ASGITransport(app=manager.app)
             async with httpx.AsyncClient(transport=transport, base_url="http://kv.test") as client:
                 assert (await client.get("/metrics")).status_code == (200 if enabled else 404)
+                paths = (await client.get("/openapi.json")).json()["paths"]
+        assert ("/metrics" in paths) is enabled
 
 
 @pytest.mark.parametrize(("raw", "expected"), [("false", False), ("0", False), ("true", True)])

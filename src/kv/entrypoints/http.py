@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from kv import __version__
@@ -47,6 +47,7 @@ from kv.entrypoints.middleware import (
     BearerAuthMiddleware,
     RequestContextMiddleware,
 )
+from kv.entrypoints.openapi import docs_routes
 from kv.entrypoints.problems import (
     MEDIA_TYPE,
     BadRequest,
@@ -456,7 +457,7 @@ def create_app(
     if settings.auth_token:
         middleware.append(Middleware(BearerAuthMiddleware, token=settings.auth_token))
 
-    routes = [
+    routes: list[BaseRoute] = [
         Route("/", root, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         Route("/ready", ready, methods=["GET"]),
@@ -465,6 +466,8 @@ def create_app(
     ]
     if metrics is not None:
         routes.append(Route("/metrics", metrics_endpoint(metrics), methods=["GET"]))
+    # Keep this after every route: the OpenAPI document describes the routes listed above it.
+    routes += docs_routes(settings, [getattr(route, "path", "") for route in routes])
     return Starlette(
         routes=routes,
         middleware=middleware,

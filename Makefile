@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q
 # Debian packages the tests start: command -> package
-SYSTEM_TOOLS := tarantool:tarantool redis-server:redis-server redis-cli:redis-tools
+SYSTEM_TOOLS := tarantool:tarantool redis-server:redis-server redis-cli:redis-tools chromium:chromium
 
 .PHONY: run test check lint typecheck importcheck unit system-deps lock clean
 

@@ -541,6 +541,13 @@ def _service_paths(metrics: bool) -> dict[str, Schema]:
     return paths
 
 
+_TAGS = [
+    {"name": "kv", "description": "The key-value API."},
+    {"name": "v1 (compatibility)", "description": "For clients of the earlier service."},
+    {"name": "service", "description": "Information, health, docs and metrics."},
+]
+
+
 def build_document(settings: Settings, route_paths: Iterable[str]) -> Schema:
     """The OpenAPI document of the routes whose path templates are `route_paths`."""
     ops = _Operations(settings)
@@ -553,6 +560,7 @@ def build_document(settings: Settings, route_paths: Iterable[str]) -> Schema:
     if settings.enable_reset:
         known.update(_reset_path(ops))
     paths = {path: item for path, item in known.items() if (path.rstrip("/") or "/") in present}
+    used_tags = {tag for item in paths.values() for op in item.values() for tag in op["tags"]}
     description = (
         "A key-value store: any JSON value under a string key, with a revision for "
         "compare-and-set.\n\n"
@@ -570,11 +578,7 @@ def build_document(settings: Settings, route_paths: Iterable[str]) -> Schema:
     return {
         "openapi": "3.1.0",
         "info": {"title": "kv", "version": __version__, "description": description},
-        "tags": [
-            {"name": "kv", "description": "The key-value API."},
-            {"name": "v1 (compatibility)", "description": "For clients of the earlier service."},
-            {"name": "service", "description": "Information, health, docs and metrics."},
-        ],
+        "tags": [tag for tag in _TAGS if tag["name"] in used_tags],
         "paths": paths,
         "components": _components(settings),
     }

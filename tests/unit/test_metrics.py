@@ -70,9 +70,21 @@ async def test_latency_histograms_have_buckets_and_sums() -> None:
     async for client in open_client(Settings()):
         await client.get("/health")
         got = await scrape(client)
+        again = await scrape(client)  # a scrape publishes what is new, once
     labels = {"route": "/health", "method": "GET"}
-    assert got[series("kv_http_request_duration_seconds_bucket", le="+Inf", **labels)] == 1
+    for scraped in (got, again):
+        assert scraped[series("kv_http_request_duration_seconds_bucket", le="+Inf", **labels)] == 1
+        assert scraped[series("kv_http_request_duration_seconds_count", **labels)] == 1
     assert got[series("kv_http_request_duration_seconds_sum", **labels)] > 0
+    buckets = [
+        (float(name.split('le="')[1].split('"')[0]), value)
+        for name, value in got.items()
+        if name.startswith("kv_http_request_duration_seconds_bucket") and "/health" in name
+    ]
+    counts = [value for _, value in sorted(buckets)]
+    assert counts == sorted(counts) and counts[-1] == 1  # cumulative, ending at the count
+    scrapes = series("kv_http_requests_total", route="/metrics", method="GET", status="200")
+    assert scrapes not in got and again[scrapes] == 1  # a request is counted once answered
     assert (
         got[series("kv_backend_call_duration_seconds_count", backend="memory", operation="get")]
         == 0
@@ -194,6 +206,8 @@ def test_several_processes_add_up_in_multiprocess_mode(tmp_path: Path) -> None:
     assert re.search(re.escape(health) + r" 1\.0", outputs[0]), outputs[0]
     assert re.search(re.escape(health) + r" 2\.0", outputs[1]), outputs[1]
     assert "kv_memory_keys 0.0" in outputs[1]  # the in-process gauge is still published
+    bucket = 'kv_http_request_duration_seconds_bucket{le="+Inf",method="GET",route="/health"}'
+    assert re.search(re.escape(bucket) + r" 2\.0", outputs[1]), outputs[1]
 
 
 def test_kv_serve_with_several_workers_gets_a_shared_metrics_directory(

@@ -438,6 +438,7 @@ def create_app(
         )
         wiring = container or build_container(settings)
         flusher = asyncio.create_task(operations.run())
+        publisher = asyncio.create_task(metrics.run()) if metrics is not None else None
         try:
             service = await start_service(wiring)
             if metrics is not None:
@@ -448,7 +449,9 @@ def create_app(
             flusher.cancel()
             operations.flush()
             await stop_service(wiring)
-            if metrics is not None:
+            if metrics is not None and publisher is not None:
+                publisher.cancel()
+                metrics.publish()
                 metrics.stop_counting_keys()
             logger.info("kv stopped")
             remove_handlers(handlers)

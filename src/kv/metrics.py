@@ -9,7 +9,8 @@ safe without locks because only the event loop's thread records. `publish()` the
 was recorded to the prometheus-client metrics: when /metrics is scraped and, with several
 workers, every second. The request is recorded by the existing `RequestContextMiddleware`
 (no middleware layer of its own), and backend calls by a thin wrapper around the repository
-that the app adds only when metrics are on.
+that the app adds only when metrics are on and the backend is reached over the network
+(the memory backend's calls take less time than timing them: it publishes its size).
 
 Several worker processes (`KV_WORKERS` > 1): prometheus-client's multiprocess mode. When
 `PROMETHEUS_MULTIPROC_DIR` names a directory at the time prometheus-client is imported,
@@ -132,14 +133,8 @@ class Metrics:
         )
         # (route path, method, status) -> its series and the children it is published to.
         self._http: dict[tuple[str, str, int], tuple[Series, Any, Any]] = {}
-        self.backend_calls = {op: Series(BACKEND_BUCKETS) for op in BACKEND_OPERATIONS}
-        self._backend_children = {
-            op: (
-                self.backend_seconds.labels(backend, op),
-                self.backend_errors.labels(backend, op),
-            )
-            for op in BACKEND_OPERATIONS
-        }
+        # operation -> its series and children; filled by `instrument`.
+        self._backend: dict[str, tuple[Series, Any, Any]] = {}
         self._keys: KeyCountCollector | None = None
 
     # --- recording (the hot path) --------------------------------------------------------
@@ -169,7 +164,17 @@ class Metrics:
         return entry
 
     def instrument(self, repository: Repository) -> "InstrumentedRepository":
-        return InstrumentedRepository(repository, self.backend_calls)
+        """`repository`, its calls timed and their errors counted under this app's backend."""
+        if not self._backend:
+            self._backend = {
+                op: (
+                    Series(BACKEND_BUCKETS),
+                    self.backend_seconds.labels(self.backend, op),
+                    self.backend_errors.labels(self.backend, op),
+                )
+                for op in BACKEND_OPERATIONS
+            }
+        return InstrumentedRepository(repository, {op: e[0] for op, e in self._backend.items()})
 
     def count_keys(self, repository: Sized) -> None:
         """Publish `len(repository)` as `kv_memory_keys`, read at each scrape (so free)."""
@@ -191,9 +196,8 @@ class Metrics:
             if total or any(counts):
                 requests.inc(sum(counts))
                 _add_to_histogram(durations, counts, total)
-        for op, series in self.backend_calls.items():
+        for series, seconds, failures in self._backend.values():
             counts, total, errors = series.take()
-            seconds, failures = self._backend_children[op]
             if total or any(counts):
                 _add_to_histogram(seconds, counts, total)
             if errors:

@@ -13,8 +13,10 @@ from asgi_lifespan import LifespanManager
 
 from kv.adapters.memory import MemoryRepository
 from kv.container import Settings
+from kv.domain.errors import StorageUnavailable
+from kv.domain.service import KVService
 from kv.entrypoints.cli import shared_metrics_directory
-from kv.entrypoints.http import create_app
+from kv.entrypoints.http import create_app, instrument
 from kv.metrics import MULTIPROC_DIR_VARIABLE, InstrumentedRepository, Metrics, strip_convertors
 from tests.conftest import open_client
 from tests.unit.test_errors_and_auth import UnavailableRepository, client_on
@@ -85,37 +87,66 @@ async def test_latency_histograms_have_buckets_and_sums() -> None:
     assert counts == sorted(counts) and counts[-1] == 1  # cumulative, ending at the count
     scrapes = series("kv_http_requests_total", route="/metrics", method="GET", status="200")
     assert scrapes not in got and again[scrapes] == 1  # a request is counted once answered
-    assert (
-        got[series("kv_backend_call_duration_seconds_count", backend="memory", operation="get")]
-        == 0
-    )
 
 
-async def test_backend_calls_are_timed_by_operation_and_the_memory_keys_counted() -> None:
-    async for client in open_client(Settings()):
-        for key in ("a", "b", "c"):
-            await client.post("/kv", json={"key": key, "value": key})
-        await client.put("/kv/a", json={"value": 2})
-        await client.delete("/kv/b")
-        await client.get("/kv/a")
-        await client.get("/ready")
-        got = await scrape(client)
+def timed_service(repository: MemoryRepository) -> tuple[KVService, Metrics]:
+    """A service as the app builds it for a backend over the network: calls timed."""
+    metrics = Metrics(backend="redis")
+    service = instrument(KVService(repository), metrics, "redis")
+    assert isinstance(service.repository, InstrumentedRepository)
+    return service, metrics
+
+
+async def test_backend_calls_are_timed_by_backend_and_operation() -> None:
+    service, metrics = timed_service(MemoryRepository())
+    for key in ("a", "b", "c"):
+        await service.create(key, "1")
+    await service.replace("a", "2")
+    await service.upsert("d", "3")
+    await service.delete("b")
+    await service.get("a")
+    await service.clear()
+    await service.ping()
+    got = samples(metrics.render(None)[0].decode())
     calls = "kv_backend_call_duration_seconds_count"
-    for operation, count in (("create", 3), ("replace", 1), ("delete", 1), ("get", 1), ("ping", 1)):
-        assert got[series(calls, backend="memory", operation=operation)] == count, operation
-    assert got["kv_memory_keys"] == 2
-    assert got[series("kv_backend_errors_total", backend="memory", operation="get")] == 0
+    for operation, count in (
+        ("create", 3), ("replace", 1), ("upsert", 1), ("delete", 1), ("get", 1), ("clear", 1),
+        ("ping", 1),
+    ):  # fmt: skip
+        assert got[series(calls, backend="redis", operation=operation)] == count, operation
+        assert got[series("kv_backend_errors_total", backend="redis", operation=operation)] == 0
+    assert got[series("kv_backend_call_duration_seconds_sum", backend="redis", operation="get")] > 0
 
 
 async def test_backend_errors_are_counted_by_operation() -> None:
+    service, metrics = timed_service(UnavailableRepository())
+    for call in (service.get("a"), service.create("a", "1"), service.ping()):
+        with pytest.raises(StorageUnavailable):
+            await call
+    got = samples(metrics.render(None)[0].decode())
+    errors = "kv_backend_errors_total"
+    for operation in ("get", "create", "ping"):
+        assert got[series(errors, backend="redis", operation=operation)] == 1, operation
+    assert got[series(errors, backend="redis", operation="delete")] == 0
+    # A failed call is timed too.
+    calls = "kv_backend_call_duration_seconds_count"
+    assert got[series(calls, backend="redis", operation="get")] == 1
+
+
+async def test_the_memory_backend_publishes_its_keys_and_no_call_timings() -> None:
+    async for client in open_client(Settings()):
+        for key in ("a", "b", "c"):
+            await client.post("/kv", json={"key": key, "value": key})
+        await client.delete("/kv/b")
+        got = await scrape(client)
+    assert got["kv_memory_keys"] == 2
+    assert not [name for name in got if name.startswith("kv_backend_")]
+
+
+async def test_a_backend_failure_is_counted_as_a_503_of_its_route() -> None:
     async for client in client_on(UnavailableRepository(), Settings()):
         await client.get("/kv/a")
-        await client.post("/kv", json={"key": "a", "value": 1})
         got = await scrape(client)
-    errors = "kv_backend_errors_total"
-    assert got[series(errors, backend="memory", operation="get")] == 1
-    assert got[series(errors, backend="memory", operation="create")] == 1
-    assert got[series(errors, backend="memory", operation="delete")] == 0
     requests = "kv_http_requests_total"
     assert got[series(requests, route="/kv/{key}", method="GET", status="503")] == 1
 
@@ -142,11 +173,11 @@ async def test_openmetrics_is_served_when_asked_for() -> None:
     assert response.text.endswith("# EOF\n")
 
 
-async def test_metrics_off_means_no_endpoint_and_no_timing_wrapper() -> None:
-    for enabled, repository_type in ((False, MemoryRepository), (True, InstrumentedRepository)):
+async def test_metrics_off_means_no_endpoint_and_an_untouched_repository() -> None:
+    for enabled in (False, True):
         app = create_app(Settings(metrics=enabled))
         async with LifespanManager(app) as manager:
-            assert type(manager._state["service"].repository) is repository_type
+            assert type(manager._state["service"].repository) is MemoryRepository
             transport = httpx.ASGITransport(app=manager.app)
             async with httpx.AsyncClient(transport=transport, base_url="http://kv.test") as client:
                 assert (await client.get("/metrics")).status_code == (200 if enabled else 404)

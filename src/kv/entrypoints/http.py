@@ -337,10 +337,17 @@ def metrics_endpoint(metrics: Metrics) -> Callable[[Request], Awaitable[Response
 
 
 def instrument(service: KVService, metrics: Metrics, backend: str) -> KVService:
-    """The service on a repository whose calls are timed; the memory backend's size published."""
+    """The service on a repository whose calls are timed, for a backend over the network.
+
+    The memory backend's calls are dict operations in this process (~0.2 µs): timing them
+    costs more than they take (~1.4 µs a request, measured) and says nothing, so memory
+    publishes its number of keys instead.
+    """
     repository = service.repository
-    if backend == "memory" and isinstance(repository, Sized):
-        metrics.count_keys(repository)
+    if backend == "memory":
+        if isinstance(repository, Sized):
+            metrics.count_keys(repository)
+        return service
     return KVService(metrics.instrument(repository))
 
 

@@ -5,7 +5,7 @@ through their ASGI interface, in alternating batches; the best batch of each is 
 makes the difference robust to other load on the machine (wrk A/Bs are not, on a shared
 machine). Run pinned to one core:
 
-    taskset -c 0 .venv/bin/python bench/metrics_inprocess.py [--batches 40] [--requests 2000]
+    taskset -c 0 .venv/bin/python bench/metrics_inprocess.py [--batches 300] [--requests 300]
 """
 
 import argparse
@@ -66,8 +66,8 @@ async def serve(stack: AsyncExitStack, *, metrics: bool) -> Batch:
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--batches", type=int, default=40)
-    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--batches", type=int, default=300)
+    parser.add_argument("--requests", type=int, default=300)
     args = parser.parse_args()
     async with AsyncExitStack() as stack:
         on, off = await serve(stack, metrics=True), await serve(stack, metrics=False)

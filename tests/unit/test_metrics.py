@@ -15,7 +15,7 @@ from kv.adapters.memory import MemoryRepository
 from kv.container import Settings
 from kv.domain.errors import StorageUnavailable
 from kv.domain.service import KVService
-from kv.entrypoints.cli import shared_metrics_directory
+from kv.entrypoints.cli import main, shared_metrics_directory
 from kv.entrypoints.http import create_app, instrument
 from kv.metrics import MULTIPROC_DIR_VARIABLE, InstrumentedRepository, Metrics, strip_convertors
 from tests.conftest import open_client
@@ -255,3 +255,13 @@ def test_kv_serve_with_several_workers_gets_a_shared_metrics_directory(
     monkeypatch.setenv(MULTIPROC_DIR_VARIABLE, "/srv/metrics")
     with shared_metrics_directory(True) as directory:
         assert directory == "/srv/metrics"  # the user's own, left as it is
+
+
+def test_kv_serve_refuses_a_shared_metrics_directory_that_does_not_exist(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(MULTIPROC_DIR_VARIABLE, "/nonexistent/kv-metrics")
+    assert main(["serve"]) == 2
+    assert "PROMETHEUS_MULTIPROC_DIR='/nonexistent/kv-metrics' is not a directory" in (
+        capsys.readouterr().err
+    )

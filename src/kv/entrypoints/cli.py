@@ -38,6 +38,10 @@ def serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"kv: {exc}", file=sys.stderr)
         return 2
+    shared = os.environ.get(MULTIPROC_DIR_VARIABLE)
+    if settings.metrics and shared and not os.path.isdir(shared):
+        print(f"kv: {MULTIPROC_DIR_VARIABLE}={shared!r} is not a directory", file=sys.stderr)
+        return 2
     from kv.entrypoints.http import create_app
 
     options = {

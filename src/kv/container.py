@@ -43,6 +43,7 @@ class Settings:
     log_file: str | None = None
     enable_reset: bool = False
     auth_token: str | None = None
+    metrics: bool = True
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:

@@ -341,12 +341,16 @@ class _Pipeliner:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._queue.append(_Call(key, command, write, loop.time() + self._timeout, future))
+        self._start_flusher()
+        return future
+
+    def _start_flusher(self) -> None:
+        """Start one more flusher if the bound allows and none is about to take a batch."""
         if not self._starting and len(self._flushers) < self._max_in_flight:
             self._starting = True
-            flusher = loop.create_task(self._flush())
+            flusher = asyncio.get_running_loop().create_task(self._flush())
             self._flushers.add(flusher)
             flusher.add_done_callback(self._flushers.discard)  # if cancelled before it ran
-        return future
 
     async def aclose(self) -> None:
         """Refuse new calls; let the flushers send what is queued, then fail what is left.
@@ -375,6 +379,8 @@ class _Pipeliner:
         self._starting = False
         try:
             while batch := self._take():
+                if self._queue:  # more than one batch waits: share it with another flusher
+                    self._start_flusher()
                 await self._run(batch)
         finally:
             # Now, not in a done callback (those run a turn later): a call queued in between
@@ -450,19 +456,11 @@ class _Pipeliner:
             if call.future.done():
                 continue
             if reply is _NO_REPLY:
-                assert failure is not None  # every reply is read unless something failed
                 if isinstance(failure, RedisConnectionError) and not call.write and not call.resent:
                     call.resent = True
                     resend.append(call)
-                elif isinstance(failure, _FAILURES):
-                    error = _unavailable(failure, call.key, write=call.write, timeout=self._timeout)
-                    call.future.set_exception(error)
-                elif isinstance(failure, Exception):
-                    call.future.set_exception(failure)  # a bug: let it surface as one
                 else:
-                    call.future.set_exception(
-                        StorageUnavailable("the service is shutting down", key=call.key)
-                    )
+                    call.future.set_exception(self._error(call, failure))
             elif isinstance(reply, ResponseError):  # this command's own error
                 error = _unavailable(reply, call.key, write=call.write, timeout=self._timeout)
                 call.future.set_exception(error)
@@ -470,6 +468,16 @@ class _Pipeliner:
                 call.future.set_result(reply)
         # At the head of the queue: they are the oldest, and their deadlines still hold.
         self._queue.extendleft(reversed(resend))
+
+    def _error(self, call: _Call, failure: BaseException | None) -> BaseException:
+        """What the caller of `call` gets when `failure` left it without a reply."""
+        if isinstance(failure, _FAILURES):
+            return _unavailable(failure, call.key, write=call.write, timeout=self._timeout)
+        if isinstance(failure, Exception):
+            return failure  # a bug: let it surface as one (500), as it would unbatched
+        if failure is None:  # cannot happen: every reply is read unless something failed
+            return RuntimeError("Redis sent no reply to this call")
+        return StorageUnavailable("the service is shutting down", key=call.key)  # cancelled
 
 
 async def _exchange(

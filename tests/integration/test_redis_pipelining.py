@@ -193,9 +193,11 @@ async def test_a_failing_command_fails_only_its_caller(
             repository.replace("ok", "3", expected_revision=2),
             repository.delete("list"),
             repository.get("ok"),
+            repository.get("\ud800"),  # cannot be sent at all (the domain never passes one)
         ]
         answers = await asyncio.gather(*calls, return_exceptions=True)
-    assert batches[-1] == len(calls)
+    assert batches[-1] == len(calls) - 1
+    assert isinstance(answers[8], UnicodeEncodeError)
     assert answers[0] == Record("ok", "1", 1)
     assert answers[2] == Record("ok", "2", 2)
     assert answers[5] == Record("ok", "3", 3)

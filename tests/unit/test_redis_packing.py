@@ -14,5 +14,5 @@ def test_commands_are_packed_as_redis_py_packs_them() -> None:
         ("SET", "kv:k", "1:" + "y" * 6000, "NX"),  # at the cut-off
         ("SCRIPT", "LOAD", "return 1"),
     ]
-    ours = b"".join(adapter._pack(commands, "utf-8", "strict"))
+    ours = b"".join(b"".join(adapter._pack(command, "utf-8", "strict")) for command in commands)
     assert ours == b"".join(connection.pack_commands(commands))

@@ -52,7 +52,7 @@ import asyncio
 import contextlib
 import math
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -287,6 +287,7 @@ class _Call:
 
     key: str
     command: Command
+    packed: list[bytes]  # the command in the Redis protocol
     write: bool
     deadline: float  # loop time by which the caller has its answer, an error at the latest
     future: "asyncio.Future[Any]"
@@ -343,9 +344,12 @@ class _Pipeliner:
             raise StorageUnavailable("the service is shutting down", key=key)
         if len(self._queue) >= self._max_queued:
             raise StorageUnavailable("too many requests are waiting for Redis", key=key)
+        # Packed here, so that a command that cannot be encoded fails its own caller only.
+        packed = _pack(command, *self._encoding)
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._queue.append(_Call(key, command, write, loop.time() + self._timeout, future))
+        deadline = loop.time() + self._timeout
+        self._queue.append(_Call(key, command, packed, write, deadline, future))
         self._start_flusher()
         return future
 
@@ -420,8 +424,8 @@ class _Pipeliner:
             async with asyncio.timeout_at(min(call.deadline for call in batch)):
                 # Untyped in redis-py; the same checkout its own commands and pipelines use.
                 connection = await self._pool.get_connection()  # type: ignore[no-untyped-call]
-                commands = [call.command for call in batch]
-                await _exchange(connection, commands, replies, range(len(batch)), self._encoding)
+                payload = [chunk for call in batch for chunk in call.packed]
+                await _exchange(connection, payload, replies, range(len(batch)))
                 missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
                 if missing:  # Redis forgot the scripts (restart, failover, SCRIPT FLUSH)
                     await self._reload_and_rerun(connection, batch, replies, missing)
@@ -443,14 +447,16 @@ class _Pipeliner:
     ) -> None:
         """Load the scripts NOSCRIPT named and re-send those calls: one more round trip."""
         shas = {batch[i].command[1] for i in missing}
-        loads: list[Command] = [("SCRIPT", "LOAD", self._scripts[str(sha)]) for sha in shas]
+        payload: list[bytes] = []
+        for sha in shas:
+            payload += _pack(("SCRIPT", "LOAD", self._scripts[str(sha)]), *self._encoding)
         for i in missing:
             replies[i] = _NO_REPLY
-        commands = loads + [batch[i].command for i in missing]
+            payload += batch[i].packed
         # A failed load shows as NOSCRIPT again in the replies of the calls that needed it.
-        slots: list[int | None] = [None] * len(loads)
+        slots: list[int | None] = [None] * len(shas)
         slots.extend(missing)
-        await _exchange(connection, commands, replies, slots, self._encoding)
+        await _exchange(connection, payload, replies, slots)
 
     def _settle(
         self, batch: list[_Call], replies: list[Any], failure: BaseException | None
@@ -487,18 +493,17 @@ class _Pipeliner:
 
 async def _exchange(
     connection: AbstractConnection,
-    commands: Sequence[Command],
+    payload: list[bytes],
     replies: list[Any],
     slots: Iterable[int | None],
-    encoding: tuple[str, str],
 ) -> None:
-    """Send `commands` in one write, then store the reply of the n-th at `replies[slots[n]]`.
+    """Send packed commands in one write, then store the n-th reply at `replies[slots[n]]`.
 
     An error reply is stored, not raised: it is that command's alone. Replies are read
     without redis-py's per-read socket timeout (a timer per reply): the caller bounds the
     whole exchange, and a read it interrupts makes redis-py drop the connection.
     """
-    await connection.send_packed_command(_pack(commands, *encoding), check_health=False)
+    await connection.send_packed_command(payload, check_health=False)
     for slot in slots:
         try:
             reply = await connection.read_response(timeout=math.inf)
@@ -544,25 +549,23 @@ async def open_redis_repository(
             await client.aclose()
 
 
-def _pack(commands: Iterable[Command], encoding: str, errors: str) -> list[bytes]:
-    """`commands` in the Redis protocol, the bytes redis-py's `pack_commands` would write.
+def _pack(command: Command, encoding: str, errors: str) -> list[bytes]:
+    """`command` in the Redis protocol: the bytes redis-py's `pack_command` would write.
 
     redis-py passes each argument through a general encoder (bytes, memoryview, float, bool
-    checks) and builds each command piece by piece: a third of the adapter's CPU time. kv's
+    checks) and builds the command piece by piece: a third of the adapter's CPU time. kv's
     arguments are only text and integers. Like redis-py, a value above `_BIG_VALUE` bytes is
-    handed to the socket as its own buffer rather than copied into the batch's.
+    handed to the socket as its own buffer rather than copied into a bigger one.
     """
     buffers: list[bytes] = []
-    pieces: list[bytes] = []
-    for command in commands:
-        pieces.append(b"*%d\r\n" % len(command))
-        for arg in command:
-            data = arg.encode(encoding, errors) if isinstance(arg, str) else b"%d" % arg
-            if len(data) > _BIG_VALUE:
-                pieces.append(b"$%d\r\n" % len(data))
-                buffers += (b"".join(pieces), data)
-                pieces = [b"\r\n"]
-            else:
-                pieces.append(b"$%d\r\n%b\r\n" % (len(data), data))
+    pieces = [b"*%d\r\n" % len(command)]
+    for arg in command:
+        data = arg.encode(encoding, errors) if isinstance(arg, str) else b"%d" % arg
+        if len(data) > _BIG_VALUE:
+            pieces.append(b"$%d\r\n" % len(data))
+            buffers += (b"".join(pieces), data)
+            pieces = [b"\r\n"]
+        else:
+            pieces.append(b"$%d\r\n%b\r\n" % (len(data), data))
     buffers.append(b"".join(pieces))
     return buffers

@@ -47,6 +47,7 @@ class Settings:
     log_file: str | None = None
     enable_reset: bool = False
     auth_token: str | None = None
+    metrics: bool = True
     # Connection limits, applied by `kv serve` (see kv.entrypoints.protocol).
     keep_alive_seconds: float = 5.0
     header_timeout: float = 10.0

@@ -28,6 +28,14 @@ TEXT_FORMAT = (
 _MAX_LOGGED_KEY = 1100  # characters; valid keys are shorter, invalid ones are cut
 
 
+def _text_format(record: Any) -> str:
+    """TEXT_FORMAT, plus the request id of a line logged while serving a request (bound with
+    `logger.bind(request_id=...)`), placed as in the operation lines."""
+    if record["extra"].get("request_id") is not None:
+        return TEXT_FORMAT + " request_id={extra[request_id]}\n{exception}"
+    return TEXT_FORMAT + "\n{exception}"
+
+
 def _json_format(record: Any) -> str:
     """Render a record as one JSON object; loguru then fills `{extra[_json]}`."""
     entry = {
@@ -52,7 +60,7 @@ def configure_logging(*, level: str, fmt: str, file: str | None) -> list[int]:
     """
     with contextlib.suppress(ValueError):  # already removed
         logger.remove(0)
-    form: Any = TEXT_FORMAT if fmt == "text" else _json_format
+    form: Any = _text_format if fmt == "text" else _json_format
     ids = [logger.add(sys.stderr, level=level, format=form, backtrace=False, diagnose=False)]
     if file:
         ids.append(

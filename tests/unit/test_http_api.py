@@ -344,6 +344,21 @@ async def test_a_malformed_if_match_is_400(
     assert (await client.get(url(key))).json()["revision"] == 1
 
 
+async def test_if_match_digits_beyond_ascii_or_64_bits_are_answered_not_a_500(
+    client: httpx.AsyncClient, unique: Unique
+) -> None:
+    # "²" passes str.isdigit() but not int(); 5000 digits exceed int()'s limit. Both were 500s.
+    key = unique("a")
+    await create(client, key)
+    superscript = {b"if-match": '"\u00b2"'.encode("latin-1")}
+    assert_problem(await client.put(url(key), json={"value": 2}, headers=superscript), 400)
+    for digits in ("1" * 5000, "18446744073709551617"):
+        huge = {"if-match": f'"{digits}"'}
+        assert_problem(await client.put(url(key), json={"value": 2}, headers=huge), 412, key)
+        assert_problem(await client.delete(url(key), headers=huge), 412, key)
+    assert (await client.get(url(key))).json()["revision"] == 1
+
+
 async def test_etag_round_trips_into_if_match(client: httpx.AsyncClient, unique: Unique) -> None:
     key = unique("a")
     etag = (await create(client, key)).headers["etag"]

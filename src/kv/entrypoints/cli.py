@@ -4,7 +4,9 @@
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import uvicorn
 
@@ -12,6 +14,7 @@ from kv.container import BACKENDS, ConfigError, Settings
 from kv.entrypoints.check import DEFAULT_TIMEOUT
 from kv.entrypoints.check import main as run_check_command
 from kv.entrypoints.protocol import protocol_factory
+from kv.metrics import MULTIPROC_DIR_VARIABLE
 
 # On SIGTERM, requests in flight get this long to finish before their connections are closed.
 GRACEFUL_SHUTDOWN_SECONDS = 10
@@ -69,6 +72,10 @@ def serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"kv: {exc}", file=sys.stderr)
         return 2
+    shared = os.environ.get(MULTIPROC_DIR_VARIABLE)
+    if settings.metrics and shared and not os.path.isdir(shared):
+        print(f"kv: {MULTIPROC_DIR_VARIABLE}={shared!r} is not a directory", file=sys.stderr)
+        return 2
     from kv.entrypoints.http import create_app
 
     options = {
@@ -97,7 +104,8 @@ def serve(args: argparse.Namespace) -> int:
         for name, value in overrides.items():
             if value is not None:
                 os.environ[f"KV_{name.upper()}"] = str(value)
-        uvicorn.run("kv.entrypoints.http:app", workers=settings.workers, **options)  # type: ignore[arg-type]
+        with shared_metrics_directory(settings.metrics):
+            uvicorn.run("kv.entrypoints.http:app", workers=settings.workers, **options)  # type: ignore[arg-type]
     return 0
 
 
@@ -108,6 +116,26 @@ def check(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         as_json=args.json,
     )
+
+
+@contextmanager
+def shared_metrics_directory(enabled: bool) -> Iterator[str | None]:
+    """Where the worker processes write their metrics so that /metrics adds them all up.
+
+    prometheus-client's multiprocess mode: `PROMETHEUS_MULTIPROC_DIR` when the user gives one
+    (it must be emptied between runs), else a new temporary directory, removed at exit. The
+    workers inherit the variable and read it when they import prometheus-client.
+    """
+    given = os.environ.get(MULTIPROC_DIR_VARIABLE)
+    if not enabled or given:
+        yield given
+        return
+    with tempfile.TemporaryDirectory(prefix="kv-metrics-") as directory:
+        os.environ[MULTIPROC_DIR_VARIABLE] = directory
+        try:
+            yield directory
+        finally:
+            del os.environ[MULTIPROC_DIR_VARIABLE]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

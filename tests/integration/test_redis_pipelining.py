@@ -1,0 +1,384 @@
+"""The Redis adapter's pipelining: concurrent calls share round trips, each keeps its answer.
+
+Calls made in the same turn of the event loop go out as one batch, in the order they were
+made, and Redis runs a batch in order: so a batch's answers must be those of a sequential
+model applied in that order. The other tests break things in the middle of a batch (a
+wrong-type key, a cut connection, a paused server, a shutdown) and check what each caller sees.
+"""
+
+import asyncio
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+
+from kv.adapters import redis as adapter
+from kv.container import Settings, build_container, start_service, stop_service
+from kv.domain.errors import StorageUnavailable
+from kv.domain.model import Conflict, Record
+from kv.domain.ports import Repository
+from tests.servers.redis import RedisServer
+
+TIMEOUT = 0.5
+SLACK = 0.5  # as in test_redis_outages.py: the app's own work and a busy machine
+
+Answer = Record | Conflict | int | None
+
+
+@asynccontextmanager
+async def repository_on(
+    url: str, prefix: str, *, backend_timeout: float = 2.0
+) -> AsyncIterator[Repository]:
+    container = build_container(
+        Settings(
+            backend="redis", redis_url=url, redis_prefix=prefix, backend_timeout=backend_timeout
+        )
+    )
+    service = await start_service(container)
+    try:
+        yield service.repository
+    finally:
+        await stop_service(container)
+
+
+def url_of(server: RedisServer) -> str:
+    return f"redis://127.0.0.1:{server.port}/0"
+
+
+def unique_prefix() -> str:
+    return f"kvpipe:{uuid.uuid4().hex[:8]}:"
+
+
+@pytest.fixture
+def batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The size of every batch the pipeliner sends (with its NOSCRIPT re-run, if any)."""
+    sizes: list[int] = []
+    run = adapter._Pipeliner._run
+
+    async def counting_run(self: adapter._Pipeliner, batch: list[adapter._Call]) -> None:
+        sizes.append(len(batch))
+        await run(self, batch)
+
+    monkeypatch.setattr(adapter._Pipeliner, "_run", counting_run)
+    return sizes
+
+
+class Model:
+    """The store as a dict, one operation at a time."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, Record] = {}
+
+    def get(self, key: str) -> Record | None:
+        return self.records.get(key)
+
+    def create(self, key: str, value: str) -> Record | None:
+        if key in self.records:
+            return None
+        self.records[key] = Record(key, value, 1)
+        return self.records[key]
+
+    def replace(
+        self, key: str, value: str, *, expected_revision: int | None = None
+    ) -> Record | Conflict | None:
+        current = self.records.get(key)
+        if current is None:
+            return None
+        if expected_revision is not None and expected_revision != current.revision:
+            return Conflict(current.revision)
+        self.records[key] = Record(key, value, current.revision + 1)
+        return self.records[key]
+
+    def upsert(self, key: str, value: str) -> Record:
+        current = self.records.get(key)
+        self.records[key] = Record(key, value, 1 if current is None else current.revision + 1)
+        return self.records[key]
+
+    def delete(self, key: str, *, expected_revision: int | None = None) -> int | Conflict | None:
+        current = self.records.get(key)
+        if current is None:
+            return None
+        if expected_revision is not None and expected_revision != current.revision:
+            return Conflict(current.revision)
+        del self.records[key]
+        return current.revision
+
+
+Operation = tuple[str, tuple[Any, ...], dict[str, Any]]
+
+
+def random_operation(rng: random.Random, keys: list[str], names: list[str]) -> Operation:
+    name = rng.choice(names)
+    key = rng.choice(keys)
+    value = rng.choice(['"a"', "[1,2]", '{"é":"🙂"}', "null", str(rng.randrange(1000))])
+    expected = {"expected_revision": rng.choice([None, 1, 2, 3])}
+    arguments: dict[str, Operation] = {
+        "get": ("get", (key,), {}),
+        "create": ("create", (key, value), {}),
+        "replace": ("replace", (key, value), expected),
+        "upsert": ("upsert", (key, value), {}),
+        "delete": ("delete", (key,), expected),
+    }
+    return arguments[name]
+
+
+async def run_round(
+    repository: Repository, model: Model, operations: list[Operation]
+) -> tuple[list[Answer], list[Answer]]:
+    """The operations run concurrently on Redis, and one after the other on the model."""
+    calls: list[Coroutine[Any, Any, Answer]] = [
+        getattr(repository, name)(*args, **options) for name, args, options in operations
+    ]
+    answers = list(await asyncio.gather(*calls))
+    expected = [getattr(model, name)(*args, **options) for name, args, options in operations]
+    return answers, expected
+
+
+async def test_a_batch_answers_like_its_calls_made_one_after_the_other(
+    redis_server: RedisServer, batches: list[int]
+) -> None:
+    rng = random.Random(20261122)
+    keys = ["a", "b", "c/é"]  # few keys: most calls of a batch meet others on the same key
+    names = ["get", "create", "replace", "upsert", "delete"]
+    model = Model()
+    async with repository_on(url_of(redis_server), unique_prefix()) as repository:
+        for _ in range(40):
+            operations = [random_operation(rng, keys, names) for _ in range(rng.randint(1, 80))]
+            answers, expected = await run_round(repository, model, operations)
+            assert answers == expected, operations
+        for key in keys:
+            assert await repository.get(key) == model.get(key)
+    assert max(batches) > 40  # the calls did share round trips
+
+
+async def test_scripts_forgotten_mid_traffic_are_loaded_and_batches_still_answer_in_order(
+    redis_server: RedisServer, batches: list[int]
+) -> None:
+    # After NOSCRIPT the script calls of a batch run again after the others: reads and
+    # creates use other keys here, so the model's order still holds for every key.
+    rng = random.Random(7)
+    model = Model()
+    async with repository_on(url_of(redis_server), unique_prefix()) as repository:
+        with redis_server.client() as raw:
+            for _ in range(10):
+                raw.script_flush()
+                operations = [
+                    random_operation(rng, ["s1", "s2"], ["replace", "upsert", "delete"])
+                    for _ in range(30)
+                ] + [random_operation(rng, ["r1", "r2"], ["get", "create"]) for _ in range(10)]
+                rng.shuffle(operations)
+                answers, expected = await run_round(repository, model, operations)
+                assert answers == expected, operations
+    assert batches.count(40) == 10
+
+
+async def test_a_failing_command_fails_only_its_caller(
+    redis_server: RedisServer, batches: list[int]
+) -> None:
+    prefix = unique_prefix()
+    with redis_server.client() as raw:
+        raw.rpush(prefix + "list", "not a kv record")  # every kv command on it is an error
+    async with repository_on(url_of(redis_server), prefix) as repository:
+        await repository.create("ok", "1")
+        calls: list[Coroutine[Any, Any, Any]] = [
+            repository.get("ok"),
+            repository.get("list"),
+            repository.upsert("ok", "2"),
+            repository.upsert("list", "2"),
+            repository.replace("list", "3", expected_revision=1),
+            repository.replace("ok", "3", expected_revision=2),
+            repository.delete("list"),
+            repository.get("ok"),
+            repository.get("\ud800"),  # cannot be sent at all (the domain never passes one)
+        ]
+        answers = await asyncio.gather(*calls, return_exceptions=True)
+    assert batches[-1] == len(calls) - 1
+    assert isinstance(answers[8], UnicodeEncodeError)
+    assert answers[0] == Record("ok", "1", 1)
+    assert answers[2] == Record("ok", "2", 2)
+    assert answers[5] == Record("ok", "3", 3)
+    assert answers[7] == Record("ok", "3", 3)
+    for failed in (answers[1], answers[3], answers[4], answers[6]):
+        assert isinstance(failed, StorageUnavailable)
+        assert failed.key == "list"
+        assert "Error" not in failed.detail  # no driver message in what reaches a response
+    assert isinstance(answers[3], StorageUnavailable)
+    assert answers[3].detail.endswith("may or may not have been applied")
+
+
+class CuttingRelay:
+    """A TCP relay to Redis that, when armed, drops a connection instead of passing on a reply.
+
+    Redis has then run the batch's commands, but kv never hears back: a write whose outcome
+    kv cannot know, a read it can safely send again.
+    """
+
+    def __init__(self, redis_port: int) -> None:
+        self.redis_port = redis_port
+        self.cuts = 0
+        self.connections = 0
+        self.server: asyncio.Server | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        port = self.server.sockets[0].getsockname()[1]
+        return f"redis://127.0.0.1:{port}/0"
+
+    async def __aenter__(self) -> "CuttingRelay":
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def _relay(self, kv_in: asyncio.StreamReader, kv_out: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        redis_in, redis_out = await asyncio.open_connection("127.0.0.1", self.redis_port)
+
+        async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            try:
+                while data := await source.read(65536):
+                    if sink is kv_out and self.cuts:
+                        self.cuts -= 1
+                        kv_out.transport.abort()
+                        return
+                    sink.write(data)
+                    await sink.drain()
+            except OSError:
+                pass
+            finally:
+                sink.close()
+
+        await asyncio.gather(pump(kv_in, redis_out), pump(redis_in, kv_out))
+
+
+async def test_a_cut_connection_resends_the_reads_once_and_never_the_writes(
+    redis_server: RedisServer, batches: list[int]
+) -> None:
+    prefix = unique_prefix()
+    async with (
+        CuttingRelay(redis_server.port) as relay,
+        repository_on(relay.url, prefix) as repository,
+    ):
+        await repository.create("read", "1")
+        relay.cuts = 1
+        read, write = await asyncio.gather(
+            repository.get("read"), repository.upsert("write", "1"), return_exceptions=True
+        )
+        assert read == Record("read", "1", 1)  # sent again, on a new connection
+        assert isinstance(write, StorageUnavailable)
+        assert write.detail.endswith("the write may or may not have been applied")
+        assert await repository.get("write") == Record("write", "1", 1)  # applied once only
+        assert batches[-3:] == [2, 1, 1]  # both; the read again; the check
+
+        relay.cuts = 2  # the read's second connection dies too: then it fails
+        with pytest.raises(StorageUnavailable) as failure:
+            await repository.get("read")
+        assert "may or may not" not in failure.value.detail
+        assert await repository.get("read") == Record("read", "1", 1)
+
+
+async def test_every_call_fails_within_the_timeout_while_redis_is_paused(
+    disposable_redis_server: RedisServer, batches: list[int]
+) -> None:
+    """Waves of calls, some in batches stuck on the silent server, some queued behind them."""
+    server = disposable_redis_server
+
+    async def timed(call: Coroutine[Any, Any, Any]) -> tuple[BaseException | None, float]:
+        start = time.monotonic()
+        try:
+            await call
+        except StorageUnavailable as exc:
+            return exc, time.monotonic() - start
+        return None, time.monotonic() - start
+
+    def wave(repository: Repository, n: int) -> list[Coroutine[Any, Any, Any]]:
+        operations: list[Callable[[int], Coroutine[Any, Any, Any]]] = [
+            lambda i: repository.get(f"k{i}"),
+            lambda i: repository.create(f"k{i}", "1"),
+            lambda i: repository.replace(f"k{i}", "1"),
+            lambda i: repository.upsert(f"k{i}", "1"),
+            lambda i: repository.delete(f"k{i}"),
+        ]
+        return [timed(operations[i % len(operations)](i)) for i in range(n)]
+
+    async with repository_on(
+        url_of(server), unique_prefix(), backend_timeout=TIMEOUT
+    ) as repository:
+        await repository.upsert("k0", "0")
+        server.pause()
+        try:
+            waves = []
+            # More calls than the batches in flight hold, so some wait in the queue, and later
+            # waves arrive while earlier batches are stuck.
+            for _ in range(4):
+                waves.append(asyncio.gather(*wave(repository, 700)))
+                await asyncio.sleep(TIMEOUT / 3)
+            results = [result for answers in await asyncio.gather(*waves) for result in answers]
+        finally:
+            server.resume()
+        assert len(results) == 2800
+        for error, elapsed in results:
+            assert isinstance(error, StorageUnavailable)
+            assert f"did not answer within {TIMEOUT:g} s" in error.detail
+            assert elapsed < TIMEOUT + SLACK, elapsed
+        assert await repository.get("k0") is not None  # recovered: it answers again
+    assert max(batches) == adapter.MAX_BATCH
+
+
+async def test_beyond_the_queue_bound_a_call_fails_at_once(
+    disposable_redis_server: RedisServer,
+) -> None:
+    server = disposable_redis_server
+    async with repository_on(
+        url_of(server), unique_prefix(), backend_timeout=TIMEOUT
+    ) as repository:
+        await repository.upsert("k", "0")
+        server.pause()
+        try:
+            calls = [repository.get("k") for _ in range(adapter.MAX_QUEUED + 100)]
+            tasks = [asyncio.ensure_future(call) for call in calls]
+            await asyncio.sleep(0)  # one turn of the event loop: every call has been made
+            refused = [task for task in tasks if task.done()]
+            assert tasks[-100:] == refused  # at once, without waiting for Redis
+            for task in refused:
+                error = task.exception()
+                assert isinstance(error, StorageUnavailable)
+                assert error.detail == "too many requests are waiting for Redis"
+            answers = await asyncio.gather(*tasks[:-100], return_exceptions=True)
+            assert all("did not answer" in str(answer) for answer in answers)
+        finally:
+            server.resume()
+
+
+async def test_closing_fails_pending_calls_in_time_and_leaves_no_task(
+    disposable_redis_server: RedisServer,
+) -> None:
+    server = disposable_redis_server
+    container = build_container(
+        Settings(backend="redis", redis_url=url_of(server), backend_timeout=TIMEOUT)
+    )
+    repository = (await start_service(container)).repository
+    await repository.upsert("k0", "0")
+    tasks_before = asyncio.all_tasks()
+    server.pause()
+    try:
+        pending = [asyncio.ensure_future(repository.upsert(f"k{i}", "1")) for i in range(600)]
+        await asyncio.sleep(0.05)  # the first batches are on their way
+        start = time.monotonic()
+        await stop_service(container)
+        assert time.monotonic() - start < TIMEOUT + SLACK
+        answers = await asyncio.gather(*pending, return_exceptions=True)
+        assert all(isinstance(answer, StorageUnavailable) for answer in answers)
+        assert asyncio.all_tasks() == tasks_before  # no flusher left behind
+        with pytest.raises(StorageUnavailable, match="shutting down"):
+            await repository.get("k1")
+    finally:
+        server.resume()

@@ -1,0 +1,210 @@
+"""The OpenAPI document: valid OpenAPI 3.1, one entry per route, and its rules agree with the
+code's (schemathesis then checks every answer against it: test_openapi_conformance)."""
+
+import re
+from typing import Any
+
+import jsonschema_rs
+import orjson
+import pytest
+import schemathesis
+from hypothesis import given
+from hypothesis import strategies as st
+from starlette.routing import Route
+
+from kv.container import Settings
+from kv.domain.errors import InvalidKey
+from kv.domain.model import MAX_KEY_BYTES, validate_key
+from kv.entrypoints.http import create_app
+from kv.entrypoints.openapi import (
+    DOCS_ASSETS_PATH,
+    IF_MATCH_PATTERN,
+    KEY_PATTERN,
+    build_document,
+)
+from kv.entrypoints.problems import problem_body
+from kv.metrics import strip_convertors
+from tests.conftest import open_client
+
+SETTINGS = [
+    Settings(),
+    Settings(auth_token="t"),
+    Settings(enable_reset=True, metrics=False),
+]
+DATA_PREFIXES = ("/kv", "/v1", "/_reset")
+
+
+# The routes the v1 branch adds (CONTRACT's /v1 and /_reset), documented ahead of them.
+def documented(settings: Settings) -> dict[str, Any]:
+    app = create_app(settings)
+    return build_document(settings, [getattr(route, "path", "") for route in app.routes])
+
+
+@pytest.mark.parametrize("settings", SETTINGS)
+def test_the_document_is_valid_openapi_3_1(settings: Settings) -> None:
+    document = documented(settings)
+    assert document["openapi"] == "3.1.0"
+    schemathesis.openapi.from_dict(document).validate()  # the OAS 3.1 meta-schema
+    for name, schema in document["components"]["schemas"].items():
+        assert jsonschema_rs.meta.is_valid(schema), name  # each is valid JSON Schema
+
+
+@pytest.mark.parametrize("settings", SETTINGS)
+def test_every_route_is_documented_and_every_documented_path_is_a_route(
+    settings: Settings,
+) -> None:
+    app = create_app(settings)
+    routes = {
+        strip_convertors(route.path).rstrip("/") or "/"
+        for route in app.routes
+        if isinstance(route, Route)  # not the Mount of the Swagger UI files
+    }
+    paths = {path.rstrip("/") or "/" for path in documented(settings)["paths"]}
+    assert routes == paths
+
+
+def test_v1_and_reset_appear_with_their_routes_and_reset_only_when_enabled() -> None:
+    on = documented(Settings(enable_reset=True))["paths"]
+    assert {"/v1/", "/v1/{key}", "/_reset"} <= on.keys()
+    assert set(on["/v1/{key}"]) == {"get", "head", "put", "delete"}
+    assert set(on["/_reset"]) == {"get", "post"}
+    off = documented(Settings(enable_reset=False))["paths"]
+    assert "/_reset" not in off and "/v1/" in off
+    # The document follows the routes it is given: no /v1 or /_reset without their routes.
+    bare = build_document(Settings(enable_reset=True), ["/kv", "/kv/{key:anypath}"])
+    assert not {"/v1/", "/_reset"} & bare["paths"].keys()
+
+
+def operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [
+        (path, method, operation)
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+    ]
+
+
+def test_with_a_token_every_data_operation_needs_bearer_and_may_answer_401() -> None:
+    document = documented(Settings(auth_token="t", enable_reset=True))
+    scheme = document["components"]["securitySchemes"]["bearer"]
+    assert scheme == {**scheme, "type": "http", "scheme": "bearer"}
+    for path, method, operation in operations(document):
+        protected = path.startswith(DATA_PREFIXES)
+        assert ("security" in operation) is protected, (path, method)
+        assert ("401" in operation["responses"]) is protected, (path, method)
+
+
+def test_without_a_token_nothing_mentions_bearer_or_401() -> None:
+    document = documented(Settings(enable_reset=True))
+    assert "securitySchemes" not in document["components"]
+    text = orjson.dumps(document).decode()
+    assert '"401"' not in text and '"security"' not in text
+
+
+def test_each_data_operation_lists_the_statuses_of_the_contract() -> None:
+    paths = documented(Settings(enable_reset=True))["paths"]
+
+    def statuses(path: str, method: str) -> set[str]:
+        return set(paths[path][method]["responses"])
+
+    assert statuses("/kv", "post") == {"200", "400", "409", "413", "503"}
+    assert statuses("/kv/{key}", "get") == {"200", "400", "404", "503"}
+    assert statuses("/kv/{key}", "head") == {"200", "400", "404", "503"}
+    assert statuses("/kv/{key}", "put") == {"200", "400", "404", "412", "413", "503"}
+    assert statuses("/kv/{key}", "delete") == {"200", "400", "404", "412", "503"}
+    assert statuses("/v1/", "post") == {"200", "400", "409", "413", "503"}
+    assert statuses("/v1/{key}", "put") == {"200", "400", "404", "412", "413", "503"}
+    assert statuses("/_reset", "post") == {"200", "503"}
+    assert statuses("/ready", "get") == {"200", "503"}
+    for path, method in (("/kv/{key}", "put"), ("/kv/{key}", "delete"), ("/v1/{key}", "put")):
+        names = [p.get("$ref", "").rsplit("/", 1)[-1] for p in paths[path][method]["parameters"]]
+        assert names == ["Key", "IfMatch"]
+    etag = paths["/kv/{key}"]["get"]["responses"]["200"]["headers"]["ETag"]
+    assert etag == {"$ref": "#/components/headers/ETag"}
+
+
+# --- the document's rules agree with the code's ----------------------------------------------
+
+KEY = re.compile(KEY_PATTERN)
+
+
+@given(st.text(min_size=1, max_size=40))
+def test_the_key_pattern_accepts_exactly_the_valid_keys_of_up_to_1024_bytes(key: str) -> None:
+    try:
+        validate_key(key)
+        valid = True
+    except InvalidKey:
+        valid = False
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in key):
+        return  # lone surrogates: not in JSON text, refused by the JSON parser first
+    assert bool(KEY.match(key)) is valid, key
+
+
+@pytest.mark.parametrize("key", ["a", "config/db/host", "a b%+é✓", "x" * MAX_KEY_BYTES])
+def test_valid_keys_match_the_key_schema_in_every_validator(key: str) -> None:
+    schema = documented(Settings())["components"]["schemas"]["Key"]
+    assert jsonschema_rs.validator_for(schema).is_valid(key)
+    validate_key(key)
+
+
+@pytest.mark.parametrize("key", ["", "a/", "a\nb", "a\x7f", "x" * (MAX_KEY_BYTES + 1)])
+def test_invalid_keys_fail_the_key_schema(key: str) -> None:
+    schema = documented(Settings())["components"]["schemas"]["Key"]
+    assert not jsonschema_rs.validator_for(schema).is_valid(key)
+
+
+async def test_if_match_values_the_pattern_allows_are_never_a_400() -> None:
+    allowed = ["*", '"1"', '"2"', 'W/"1"', '"0001"', '"' + "9" * 30 + '"']
+    refused = ["1", '"one"', '"1", "2"', '""', "W/1"]
+    assert all(re.match(IF_MATCH_PATTERN, value) for value in allowed)
+    assert not any(re.match(IF_MATCH_PATTERN, value) for value in refused)
+    async for client in open_client(Settings()):
+        await client.post("/kv", json={"key": "a", "value": 1})
+        for value in allowed:
+            response = await client.put("/kv/a", json={"value": 1}, headers={"if-match": value})
+            assert response.status_code in (200, 412), (value, response.text)
+        for value in refused:
+            response = await client.put("/kv/a", json={"value": 1}, headers={"if-match": value})
+            assert response.status_code == 400, value
+
+
+def test_problem_bodies_match_the_problem_schema() -> None:
+    schema = documented(Settings())["components"]["schemas"]["Problem"]
+    validator = jsonschema_rs.validator_for(schema)
+    for status, title in ((400, "Bad Request"), (404, "Not Found"), (503, "Service Unavailable")):
+        assert validator.is_valid(orjson.loads(problem_body(status, title, "d", key="k")))
+    assert not validator.is_valid({"type": "about:blank", "title": "x", "status": 400})
+
+
+# --- serving ---------------------------------------------------------------------------------
+
+
+async def test_the_document_is_served_as_built_once() -> None:
+    settings = Settings(auth_token="t")
+    async for client in open_client(settings):
+        first = await client.get("/openapi.json")
+        second = await client.get("/openapi.json/")  # a trailing / is ignored here too
+    assert first.status_code == 200 and first.headers["content-type"] == "application/json"
+    assert first.content == second.content
+    assert first.json() == documented(settings)
+
+
+async def test_the_docs_page_uses_only_local_assets_and_they_are_served() -> None:
+    async for client in open_client(Settings(auth_token="t")):
+        page = await client.get("/docs")  # open even when a token is required
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+        assert assets and all(asset.startswith(DOCS_ASSETS_PATH + "/") for asset in assets)
+        assert "http://" not in page.text and "https://" not in page.text
+        for asset in assets:
+            response = await client.get(asset)
+            assert response.status_code == 200 and len(response.content) > 100, asset
+        assert (await client.get(DOCS_ASSETS_PATH + "/../../README.md")).status_code == 404
+
+
+async def test_the_swagger_ui_bundle_renders_openapi_3_1() -> None:
+    """Swagger UI renders OpenAPI 3.1 from version 5 on; an older bundle would show an error
+    instead of the operations."""
+    async for client in open_client(Settings()):
+        bundle = await client.get(DOCS_ASSETS_PATH + "/swagger-ui-bundle.js")
+    version = re.search(rb'PACKAGE_VERSION:"(\d+)\.\d+\.\d+"', bundle.content)
+    assert version is not None and int(version.group(1)) >= 5

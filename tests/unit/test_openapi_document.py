@@ -136,7 +136,7 @@ def test_the_key_pattern_accepts_exactly_the_valid_keys_of_up_to_1024_bytes(key:
         valid = False
     if any(0xD800 <= ord(c) <= 0xDFFF for c in key):
         return  # lone surrogates: not in JSON text, refused by the JSON parser first
-    assert bool(KEY.match(key)) is valid, key
+    assert bool(KEY.fullmatch(key)) is valid, key  # `$` alone matches before a final \n
 
 
 @pytest.mark.parametrize("key", ["a", "config/db/host", "a b%+é✓", "x" * MAX_KEY_BYTES])

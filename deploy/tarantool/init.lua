@@ -88,14 +88,20 @@ local function create(key, value)
     return true, 1
 end
 
--- `expected` is the revision an If-Match requires; absent (or null) for no condition.
-local function replace(key, value, expected)
+-- Whether `key` is present and, when `expected` is given (an If-Match revision; absent or
+-- null for no condition), at that revision; and its revision (nil when absent).
+local function precondition(key, expected)
     local current = space:get(key)
     if current == nil then
         return false, nil
     end
     local revision = current[3]
-    if expected ~= nil and revision ~= expected then
+    return expected == nil or revision == expected, revision
+end
+
+local function replace(key, value, expected)
+    local ok, revision = precondition(key, expected)
+    if not ok then
         return false, revision
     end
     space:replace{key, value, revision + 1}
@@ -113,12 +119,8 @@ local function upsert(key, value)
 end
 
 local function delete(key, expected)
-    local current = space:get(key)
-    if current == nil then
-        return false, nil
-    end
-    local revision = current[3]
-    if expected ~= nil and revision ~= expected then
+    local ok, revision = precondition(key, expected)
+    if not ok then
         return false, revision
     end
     space:delete(key)

@@ -32,7 +32,7 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from kv.domain.model import Conflict, Record
+from kv.domain.model import Record, Stale
 from kv.domain.ports import Repository
 
 MULTIPROC_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
@@ -279,7 +279,7 @@ class InstrumentedRepository:
 
     async def replace(
         self, key: str, value: str, *, expected_revision: int | None = None
-    ) -> Record | Conflict | None:
+    ) -> Record | Stale | None:
         started = perf_counter()
         try:
             return await self.inner.replace(key, value, expected_revision=expected_revision)
@@ -299,9 +299,7 @@ class InstrumentedRepository:
         finally:
             self._upsert.add(perf_counter() - started)
 
-    async def delete(
-        self, key: str, *, expected_revision: int | None = None
-    ) -> int | Conflict | None:
+    async def delete(self, key: str, *, expected_revision: int | None = None) -> int | Stale | None:
         started = perf_counter()
         try:
             return await self.inner.delete(key, expected_revision=expected_revision)

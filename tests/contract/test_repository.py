@@ -3,7 +3,7 @@
 import asyncio
 from collections.abc import Callable
 
-from kv.domain.model import Conflict, Record
+from kv.domain.model import Record, Stale
 from kv.domain.ports import Repository
 
 
@@ -50,7 +50,7 @@ async def test_replace_with_expected_revision(
     key = unique("a")
     await repository.create(key, "1")
     assert await repository.replace(key, "2", expected_revision=1) == Record(key, "2", 2)
-    assert await repository.replace(key, "3", expected_revision=1) == Conflict(2)
+    assert await repository.replace(key, "3", expected_revision=1) == Stale(2)
     assert await repository.get(key) == Record(key, "2", 2)
     assert await repository.replace(unique("absent"), "3", expected_revision=1) is None
 
@@ -80,7 +80,7 @@ async def test_delete_with_expected_revision(
 ) -> None:
     key = unique("a")
     await repository.create(key, "1")
-    assert await repository.delete(key, expected_revision=7) == Conflict(1)
+    assert await repository.delete(key, expected_revision=7) == Stale(1)
     assert await repository.get(key) == Record(key, "1", 1)
     assert await repository.delete(key, expected_revision=1) == 1
     assert await repository.delete(key, expected_revision=1) is None
@@ -126,7 +126,7 @@ async def test_concurrent_conditional_replaces_let_exactly_one_win(
     )
     winners = [r for r in results if isinstance(r, Record)]
     assert len(winners) == 1
-    assert all(r == Conflict(2) for r in results if not isinstance(r, Record))
+    assert all(r == Stale(2) for r in results if not isinstance(r, Record))
     assert await repository.get(key) == winners[0]
 
 
@@ -162,6 +162,6 @@ async def test_an_expected_revision_no_record_has_is_a_conflict(
     key = unique("a")
     await repository.create(key, "1")
     for expected in (0, 2**63, 2**64 - 1, 2**64, 10**30):
-        assert await repository.replace(key, "2", expected_revision=expected) == Conflict(1)
-        assert await repository.delete(key, expected_revision=expected) == Conflict(1)
+        assert await repository.replace(key, "2", expected_revision=expected) == Stale(1)
+        assert await repository.delete(key, expected_revision=expected) == Stale(1)
     assert await repository.get(key) == Record(key, "1", 1)

@@ -8,7 +8,7 @@ from typing import Any
 import redis
 
 from kv.container import Settings, build_container
-from kv.domain.model import Conflict, Record
+from kv.domain.model import Record, Stale
 from kv.domain.ports import Repository
 from tests.servers.redis import RedisClusterServer, RedisServer
 
@@ -72,7 +72,7 @@ async def test_scripts_are_loaded_again_after_the_server_forgets_them(
             raw.script_flush()
             assert await repository.upsert("k", "3") == Record("k", "3", 3)
             raw.script_flush()
-            assert await repository.delete("k", expected_revision=1) == Conflict(3)
+            assert await repository.delete("k", expected_revision=1) == Stale(3)
             raw.script_flush()
             assert await repository.delete("k", expected_revision=3) == 3
 
@@ -83,8 +83,8 @@ async def test_revisions_compare_exactly_beyond_float_precision(
     async with repository_on(redis_server.settings(), unique_prefix()) as repository:
         await repository.create("k", "1")
         huge = 2**63 + 1  # a client may send any If-Match; it must not collide with 1 as a float
-        assert await repository.replace("k", "2", expected_revision=huge) == Conflict(1)
-        assert await repository.delete("k", expected_revision=huge) == Conflict(1)
+        assert await repository.replace("k", "2", expected_revision=huge) == Stale(1)
+        assert await repository.delete("k", expected_revision=huge) == Stale(1)
 
 
 async def test_cluster_spreads_keys_over_its_masters(

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from kv.adapters.tarantool import TarantoolRepository, open_tarantool_repository
-from kv.domain.errors import StorageUnavailable
-from kv.domain.model import Conflict, Record
+from kv.domain.errors import Failure, StorageUnavailable
+from kv.domain.model import Record, Stale
 from tests.servers.tarantool import TarantoolServer
 
 
@@ -45,7 +45,7 @@ async def test_one_failing_operation_fails_only_its_own_request(
     )
     assert results[0] == Record("a", "2", 2)
     assert isinstance(results[1], StorageUnavailable)
-    assert "tuple" not in results[1].detail
+    assert results[1].failure is Failure.REFUSED and not results[1].outcome_unknown
     assert results[2] == Record("b", "3", 1)
     assert results[3] == Record("a", "2", 2)
     assert await repository.get("big") is None
@@ -73,9 +73,9 @@ async def test_operations_in_one_batch_apply_in_the_order_they_were_made(
             Record(key, "1", 1),
             None,
             Record(key, "3", 2),
-            Conflict(2),
+            Stale(2),
             Record(key, "3", 2),
-            Conflict(2),
+            Stale(2),
             2,
             None,
         ]

@@ -15,9 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from kv.adapters.tarantool import TarantoolSetupError
+from kv.adapters.tarantool import TarantoolSetupError, TarantoolUnreachable
 from kv.container import Settings
-from kv.domain.errors import StorageUnavailable
 from tests.conftest import open_client
 from tests.servers.tarantool import TarantoolServer, free_port
 
@@ -207,7 +206,7 @@ async def test_an_unreachable_tarantool_fails_the_start_within_the_timeout(
 ) -> None:
     url = f"kv:kv@127.0.0.1:{free_port()}"  # nothing listens there
     started = time.monotonic()
-    with pytest.raises(StorageUnavailable, match="cannot connect"):
+    with pytest.raises(TarantoolUnreachable, match="cannot connect"):
         async with service(tarantool_server, tarantool_url=url):
             pass
     assert time.monotonic() - started < BOUND

@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kv.adapters.memory import MemoryRepository
 from kv.container import Settings
+from kv.domain.commands import Create, Get, Put
 from kv.domain.errors import KeyExists
 from kv.domain.model import Record
 from kv.domain.ports import Repository
@@ -126,11 +127,13 @@ def serve_in_thread(app: ASGIApp) -> Iterator[str]:
 class NoOverwriteService(KVService):
     """A deliberately broken service: PUT /v1 creates a key but never overwrites it."""
 
-    async def upsert(self, key: object, value: str) -> Record:
+    async def put(self, command: Put) -> Record:
+        if not command.upsert:
+            return await super().put(command)
         try:
-            return await self.create(key, value)
+            return await self.create(Create(command.key, command.value))
         except KeyExists:
-            return await self.get(key)
+            return await self.get(Get(command.key))
 
 
 class WithService:

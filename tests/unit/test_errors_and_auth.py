@@ -8,7 +8,7 @@ from dependency_injector import providers
 
 from kv.adapters.memory import MemoryRepository
 from kv.container import Settings, build_container
-from kv.domain.errors import StorageUnavailable
+from kv.domain.errors import Failure, StorageUnavailable
 from kv.domain.model import Record
 from tests.conftest import open_client
 from tests.unit.test_http_api import assert_problem
@@ -18,7 +18,7 @@ class UnavailableRepository(MemoryRepository):
     """Fails every call the way an adapter reports a dead backend."""
 
     async def get(self, key: str) -> Record | None:
-        raise StorageUnavailable("the backend did not answer within 2 s") from ConnectionError(
+        raise StorageUnavailable("redis", Failure.TIMEOUT) from ConnectionError(
             "driver secret: 10.0.0.7:3301 refused"
         )
 
@@ -63,7 +63,7 @@ async def test_an_unavailable_backend_is_503_with_retry_after_and_no_driver_text
             body = assert_problem(response, 503)
             assert response.headers["retry-after"].isdigit()
             assert "secret" not in response.text and "10.0.0.7" not in response.text
-            assert body["detail"] == "the backend did not answer within 2 s"
+            assert body["detail"] == "the Redis backend did not answer within 2 s"
         ready = await client.get("/ready")
         assert_problem(ready, 503)
         assert (await client.get("/health")).status_code == 200

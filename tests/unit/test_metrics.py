@@ -13,7 +13,9 @@ from asgi_lifespan import LifespanManager
 
 from kv.adapters.memory import MemoryRepository
 from kv.container import Settings
+from kv.domain.commands import Create, Delete, Get, Put
 from kv.domain.errors import StorageUnavailable
+from kv.domain.model import Key
 from kv.domain.service import KVService
 from kv.entrypoints.cli import main, shared_metrics_directory
 from kv.entrypoints.http import create_app, instrument
@@ -100,11 +102,11 @@ def timed_service(repository: MemoryRepository) -> tuple[KVService, Metrics]:
 async def test_backend_calls_are_timed_by_backend_and_operation() -> None:
     service, metrics = timed_service(MemoryRepository())
     for key in ("a", "b", "c"):
-        await service.create(key, "1")
-    await service.replace("a", "2")
-    await service.upsert("d", "3")
-    await service.delete("b")
-    await service.get("a")
+        await service.create(Create(Key(key), "1"))
+    await service.put(Put(Key("a"), "2"))
+    await service.put(Put(Key("d"), "3", upsert=True))
+    await service.delete(Delete(Key("b")))
+    await service.get(Get(Key("a")))
     await service.clear()
     await service.ping()
     got = samples(metrics.render(None)[0].decode())
@@ -120,7 +122,8 @@ async def test_backend_calls_are_timed_by_backend_and_operation() -> None:
 
 async def test_backend_errors_are_counted_by_operation() -> None:
     service, metrics = timed_service(UnavailableRepository())
-    for call in (service.get("a"), service.create("a", "1"), service.ping()):
+    a = Key("a")
+    for call in (service.get(Get(a)), service.create(Create(a, "1")), service.ping()):
         with pytest.raises(StorageUnavailable):
             await call
     got = samples(metrics.render(None)[0].decode())

@@ -1,7 +1,7 @@
 import pytest
 
 from kv.domain.errors import InvalidKey, InvalidValue
-from kv.domain.model import MAX_KEY_BYTES, MAX_VALUE_DEPTH, validate_key, validate_value
+from kv.domain.model import MAX_KEY_BYTES, MAX_VALUE_DEPTH, parse_key, validate_value
 
 
 @pytest.mark.parametrize(
@@ -21,7 +21,7 @@ from kv.domain.model import MAX_KEY_BYTES, MAX_VALUE_DEPTH, validate_key, valida
     ],
 )
 def test_valid_keys_pass(key: str) -> None:
-    assert validate_key(key) == key
+    assert parse_key(key) == key
 
 
 @pytest.mark.parametrize(
@@ -41,13 +41,13 @@ def test_valid_keys_pass(key: str) -> None:
 )
 def test_invalid_keys_are_refused_with_the_reason(key: str, reason: str) -> None:
     with pytest.raises(InvalidKey, match=reason):
-        validate_key(key)
+        parse_key(key)
 
 
 @pytest.mark.parametrize("key", [1, None, True, ["a"], {"a": 1}, 1.5])
 def test_a_key_must_be_a_string(key: object) -> None:
     with pytest.raises(InvalidKey, match="must be a string"):
-        validate_key(key)
+        parse_key(key)
 
 
 def nested(depth: int) -> object:

@@ -11,8 +11,9 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from kv.adapters.memory import MemoryRepository
 from kv.container import Settings
+from kv.domain.commands import Create, Delete, Get, Put
 from kv.domain.errors import KeyExists, KeyNotFound, RevisionMismatch
-from kv.domain.model import MAX_KEY_BYTES
+from kv.domain.model import MAX_KEY_BYTES, Key
 from kv.domain.service import KVService
 from tests.conftest import open_client
 
@@ -86,7 +87,7 @@ class ServiceMachine(RuleBasedStateMachine):
     @rule(key=KEYS, value=VALUES)
     def create(self, key: str, value: str) -> None:
         try:
-            record = self.run(self.service.create(key, value))
+            record = self.run(self.service.create(Create(Key(key), value)))
         except KeyExists:
             assert key in self.model
         else:
@@ -96,7 +97,7 @@ class ServiceMachine(RuleBasedStateMachine):
     @rule(key=KEYS, value=VALUES, expected=REVISIONS)
     def replace(self, key: str, value: str, expected: int | None) -> None:
         try:
-            record = self.run(self.service.replace(key, value, expected_revision=expected))
+            record = self.run(self.service.put(Put(Key(key), value, if_match=expected)))
         except KeyNotFound:
             assert key not in self.model
         except RevisionMismatch as exc:
@@ -109,14 +110,14 @@ class ServiceMachine(RuleBasedStateMachine):
 
     @rule(key=KEYS, value=VALUES)
     def upsert(self, key: str, value: str) -> None:
-        record = self.run(self.service.upsert(key, value))
+        record = self.run(self.service.put(Put(Key(key), value, upsert=True)))
         assert record.revision == self.model.get(key, ("", 0))[1] + 1
         self.model[key] = (value, record.revision)
 
     @rule(key=KEYS, expected=REVISIONS)
     def delete(self, key: str, expected: int | None) -> None:
         try:
-            revision = self.run(self.service.delete(key, expected_revision=expected))
+            revision = self.run(self.service.delete(Delete(Key(key), if_match=expected)))
         except KeyNotFound:
             assert key not in self.model
         except RevisionMismatch as exc:
@@ -128,7 +129,7 @@ class ServiceMachine(RuleBasedStateMachine):
     @rule(key=KEYS)
     def get(self, key: str) -> None:
         try:
-            record = self.run(self.service.get(key))
+            record = self.run(self.service.get(Get(Key(key))))
         except KeyNotFound:
             assert key not in self.model
         else:

@@ -3,9 +3,12 @@
 import pytest
 
 from kv.adapters.memory import MemoryRepository
-from kv.domain.errors import InvalidKey, KeyExists, KeyNotFound, RevisionMismatch
-from kv.domain.model import Record
+from kv.domain.commands import Create, Delete, Get, Put
+from kv.domain.errors import KeyExists, KeyNotFound, RevisionMismatch
+from kv.domain.model import Key, Record
 from kv.domain.service import KVService
+
+A = Key("a")
 
 
 @pytest.fixture
@@ -19,16 +22,16 @@ def service(repository: MemoryRepository) -> KVService:
 
 
 async def test_create_stores_revision_1(service: KVService, repository: MemoryRepository) -> None:
-    assert await service.create("a", "1") == Record("a", "1", 1)
+    assert await service.create(Create(A, "1")) == Record("a", "1", 1)
     assert await repository.get("a") == Record("a", "1", 1)
 
 
 async def test_create_of_an_existing_key_raises_and_keeps_the_value(
     service: KVService, repository: MemoryRepository
 ) -> None:
-    await service.create("a", "1")
+    await service.create(Create(A, "1"))
     with pytest.raises(KeyExists) as caught:
-        await service.create("a", "2")
+        await service.create(Create(A, "2"))
     assert caught.value.key == "a"
     assert await repository.get("a") == Record("a", "1", 1)
 
@@ -37,51 +40,61 @@ async def test_replace_of_a_missing_key_raises_and_creates_nothing(
     service: KVService, repository: MemoryRepository
 ) -> None:
     with pytest.raises(KeyNotFound):
-        await service.replace("a", "1")
+        await service.put(Put(A, "1"))
     assert len(repository) == 0
 
 
 async def test_replace_with_a_stale_revision_raises_with_both_revisions(
     service: KVService, repository: MemoryRepository
 ) -> None:
-    await service.create("a", "1")
-    await service.replace("a", "2")
+    await service.create(Create(A, "1"))
+    await service.put(Put(A, "2"))
     with pytest.raises(RevisionMismatch) as caught:
-        await service.replace("a", "3", expected_revision=1)
+        await service.put(Put(A, "3", if_match=1))
     assert (caught.value.key, caught.value.expected, caught.value.actual) == ("a", 1, 2)
     assert await repository.get("a") == Record("a", "2", 2)
 
 
 async def test_delete_returns_the_revision_and_then_misses(service: KVService) -> None:
-    await service.create("a", "1")
-    assert await service.delete("a") == 1
+    await service.create(Create(A, "1"))
+    assert await service.delete(Delete(A)) == 1
     with pytest.raises(KeyNotFound):
-        await service.delete("a")
+        await service.delete(Delete(A))
     with pytest.raises(KeyNotFound):
-        await service.get("a")
+        await service.get(Get(A))
 
 
 async def test_delete_with_a_stale_revision_keeps_the_record(
     service: KVService, repository: MemoryRepository
 ) -> None:
-    await service.create("a", "1")
+    await service.create(Create(A, "1"))
     with pytest.raises(RevisionMismatch):
-        await service.delete("a", expected_revision=2)
+        await service.delete(Delete(A, if_match=2))
     assert await repository.get("a") == Record("a", "1", 1)
 
 
 async def test_upsert_creates_and_overwrites(service: KVService) -> None:
-    assert await service.upsert("a", "1") == Record("a", "1", 1)
-    assert await service.upsert("a", "2") == Record("a", "2", 2)
+    assert await service.put(Put(A, "1", upsert=True)) == Record("a", "1", 1)
+    assert await service.put(Put(A, "2", upsert=True)) == Record("a", "2", 2)
 
 
-@pytest.mark.parametrize("operation", ["get", "create", "replace", "upsert", "delete"])
-async def test_an_invalid_key_is_refused_before_the_repository_is_asked(
-    service: KVService, repository: MemoryRepository, operation: str
+async def test_upsert_with_if_match_is_a_compare_and_set(service: KVService) -> None:
+    with pytest.raises(KeyNotFound):
+        await service.put(Put(A, "1", if_match="*", upsert=True))
+    await service.create(Create(A, "1"))
+    with pytest.raises(RevisionMismatch):
+        await service.put(Put(A, "2", if_match=2, upsert=True))
+    assert await service.put(Put(A, "2", if_match=1, upsert=True)) == Record("a", "2", 2)
+
+
+@pytest.mark.parametrize("revision", [0, 2**63, 2**64, 10**30])
+async def test_a_revision_no_record_can_have_never_matches(
+    service: KVService, revision: int
 ) -> None:
-    await repository.create("a/", "1")  # a record the rules forbid, planted behind their back
-    call = getattr(service, operation)
-    args = ("a/",) if operation in ("get", "delete") else ("a/", "2")
-    with pytest.raises(InvalidKey):
-        await call(*args)
-    assert await repository.get("a/") == Record("a/", "1", 1)
+    await service.create(Create(A, "1"))
+    with pytest.raises(RevisionMismatch) as caught:
+        await service.put(Put(A, "2", if_match=revision))
+    assert caught.value.actual == 1
+    with pytest.raises(RevisionMismatch):
+        await service.delete(Delete(A, if_match=revision))
+    assert await service.get(Get(A)) == Record("a", "1", 1)

@@ -7,7 +7,7 @@ more than one worker with this backend).
 
 from collections.abc import AsyncIterator
 
-from kv.domain.model import Conflict, Record
+from kv.domain.model import Record, Stale
 
 
 class MemoryRepository:
@@ -28,12 +28,12 @@ class MemoryRepository:
 
     async def replace(
         self, key: str, value: str, *, expected_revision: int | None = None
-    ) -> Record | Conflict | None:
+    ) -> Record | Stale | None:
         current = self._records.get(key)
         if current is None:
             return None
         if expected_revision is not None and current.revision != expected_revision:
-            return Conflict(current.revision)
+            return Stale(current.revision)
         record = self._records[key] = Record(key, value, current.revision + 1)
         return record
 
@@ -44,14 +44,12 @@ class MemoryRepository:
         )
         return record
 
-    async def delete(
-        self, key: str, *, expected_revision: int | None = None
-    ) -> int | Conflict | None:
+    async def delete(self, key: str, *, expected_revision: int | None = None) -> int | Stale | None:
         current = self._records.get(key)
         if current is None:
             return None
         if expected_revision is not None and current.revision != expected_revision:
-            return Conflict(current.revision)
+            return Stale(current.revision)
         del self._records[key]
         return current.revision
 

@@ -68,8 +68,8 @@ from redis.exceptions import NoScriptError, RedisClusterException, RedisError, R
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.maint_notifications import MaintNotificationsConfig
 
-from kv.domain.errors import StorageUnavailable
-from kv.domain.model import Conflict, Record
+from kv.domain.errors import Failure, StorageUnavailable
+from kv.domain.model import Record, Stale
 
 # Every script answers with an integer: the new (or last) revision on success, minus the current
 # revision when it differs from the expected one (ARGV's '' means "any"), nil when the key is
@@ -164,26 +164,24 @@ class RedisRepository:
 
     async def replace(
         self, key: str, value: str, *, expected_revision: int | None = None
-    ) -> Record | Conflict | None:
+    ) -> Record | Stale | None:
         expected = "" if expected_revision is None else str(expected_revision)
         revision: int | None = await self._script(key, self._replace, value, expected)
         if revision is None:
             return None
         if revision < 0:
-            return Conflict(-revision)
+            return Stale(-revision)
         return Record(key, value, revision)
 
     async def upsert(self, key: str, value: str) -> Record:
         revision: int = await self._script(key, self._upsert, value)
         return Record(key, value, revision)
 
-    async def delete(
-        self, key: str, *, expected_revision: int | None = None
-    ) -> int | Conflict | None:
+    async def delete(self, key: str, *, expected_revision: int | None = None) -> int | Stale | None:
         expected = "" if expected_revision is None else str(expected_revision)
         revision: int | None = await self._script(key, self._delete, expected)
         if revision is not None and revision < 0:
-            return Conflict(-revision)
+            return Stale(-revision)
         return revision
 
     def _command(self, key: str, *args: str, write: bool) -> Awaitable[Any]:
@@ -263,7 +261,7 @@ class RedisRepository:
             async with asyncio.timeout(self._timeout):
                 return await command
         except _FAILURES as exc:
-            raise _unavailable(exc, key, write=write, timeout=self._timeout) from exc
+            raise _unavailable(exc, key, write=write) from exc
         except Exception as exc:
             if not self._cluster:
                 raise
@@ -273,20 +271,18 @@ class RedisRepository:
             # own loop raises nothing there), an AttributeError on a connection another task
             # has just torn down. tests/integration/test_faults_under_load.py met both as
             # 500s. From that client, any failure of a call means the call failed.
-            raise _unavailable(exc, key, write=write, timeout=self._timeout) from exc
+            raise _unavailable(exc, key, write=write) from exc
 
 
-def _unavailable(
-    exc: BaseException, key: str | None, *, write: bool, timeout: float
-) -> StorageUnavailable:
+def _unavailable(exc: BaseException, key: str | None, *, write: bool) -> StorageUnavailable:
     """The StorageUnavailable that a Redis failure `exc` of a call on `key` becomes."""
     if isinstance(exc, TimeoutError | RedisTimeoutError):
-        detail = f"Redis did not answer within {timeout:g} s"
+        failure = Failure.TIMEOUT
+    elif isinstance(exc, ResponseError):
+        failure = Failure.REFUSED
     else:
-        detail = "Redis is unavailable"
-    if write:
-        detail += "; the write may or may not have been applied"
-    error = StorageUnavailable(detail, key=key)
+        failure = Failure.UNREACHABLE
+    error = StorageUnavailable("redis", failure, outcome_unknown=write, key=key)
     error.__cause__ = exc  # what `raise error from exc` does, for errors handed to a future
     return error
 
@@ -351,9 +347,9 @@ class _Pipeliner:
     def send(self, key: str, command: Command, *, write: bool) -> "asyncio.Future[Any]":
         """Queue `command`; the future gets its reply, or StorageUnavailable."""
         if self._closed:
-            raise StorageUnavailable("the service is shutting down", key=key)
+            raise StorageUnavailable("redis", Failure.SHUTTING_DOWN, key=key)
         if len(self._queue) >= self._max_queued:
-            raise StorageUnavailable("too many requests are waiting for Redis", key=key)
+            raise StorageUnavailable("redis", Failure.BUSY, key=key)
         # Packed here, so that a command that cannot be encoded fails its own caller only.
         packed = _pack(command, *self._encoding)
         loop = asyncio.get_running_loop()
@@ -391,7 +387,7 @@ class _Pipeliner:
             call = self._queue.popleft()
             if not call.future.done():
                 call.future.set_exception(
-                    StorageUnavailable("the service is shutting down", key=call.key)
+                    StorageUnavailable("redis", Failure.SHUTTING_DOWN, key=call.key)
                 )
 
     async def _flush(self) -> None:
@@ -418,9 +414,7 @@ class _Pipeliner:
             if call.deadline <= now:  # Redis is too slow to have served it in time
                 timeout = TimeoutError("no batch slot before the deadline")
                 # Never sent, so a write was not applied.
-                call.future.set_exception(
-                    _unavailable(timeout, call.key, write=False, timeout=self._timeout)
-                )
+                call.future.set_exception(_unavailable(timeout, call.key, write=False))
                 continue
             batch.append(call)
         return batch
@@ -483,7 +477,7 @@ class _Pipeliner:
                 else:
                     call.future.set_exception(self._error(call, failure))
             elif isinstance(reply, ResponseError):  # this command's own error
-                error = _unavailable(reply, call.key, write=call.write, timeout=self._timeout)
+                error = _unavailable(reply, call.key, write=call.write)
                 call.future.set_exception(error)
             else:
                 call.future.set_result(reply)
@@ -493,12 +487,15 @@ class _Pipeliner:
     def _error(self, call: _Call, failure: BaseException | None) -> BaseException:
         """What the caller of `call` gets when `failure` left it without a reply."""
         if isinstance(failure, _FAILURES):
-            return _unavailable(failure, call.key, write=call.write, timeout=self._timeout)
+            return _unavailable(failure, call.key, write=call.write)
         if isinstance(failure, Exception):
             return failure  # a bug: let it surface as one (500), as it would unbatched
         if failure is None:  # cannot happen: every reply is read unless something failed
             return RuntimeError("Redis sent no reply to this call")
-        return StorageUnavailable("the service is shutting down", key=call.key)  # cancelled
+        # Cancelled (aclose) after it was sent: a write's outcome is unknown.
+        return StorageUnavailable(
+            "redis", Failure.SHUTTING_DOWN, outcome_unknown=call.write, key=call.key
+        )
 
 
 async def _exchange(

@@ -24,8 +24,8 @@ from urllib.parse import unquote, urlsplit
 import asynctnt
 from asynctnt.exceptions import TarantoolDatabaseError, TarantoolError
 
-from kv.domain.errors import StorageUnavailable
-from kv.domain.model import Conflict, Record
+from kv.domain.errors import Failure, StorageUnavailable
+from kv.domain.model import Record, Stale
 
 INSTANCE_FILE = "deploy/tarantool/init.lua"
 DEFAULT_PORT = 3301
@@ -52,6 +52,10 @@ _FAILURES = (TarantoolError, OSError)
 
 class TarantoolSetupError(RuntimeError):
     """Tarantool answers, but is not set up for kv (space, functions or credentials)."""
+
+
+class TarantoolUnreachable(RuntimeError):
+    """Tarantool cannot be reached at start-up; the message says where and what to run."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,37 +123,35 @@ class TarantoolRepository:
 
     async def replace(
         self, key: str, value: str, *, expected_revision: int | None = None
-    ) -> Record | Conflict | None:
+    ) -> Record | Stale | None:
         expected = None if expected_revision is None else _revision_arg(expected_revision)
         applied, revision = await self._run([_REPLACE, key, value, expected], key)
         if applied:
             return Record(key, value, revision)
-        return None if revision is None else Conflict(revision)
+        return None if revision is None else Stale(revision)
 
     async def upsert(self, key: str, value: str) -> Record:
         _, revision = await self._run([_UPSERT, key, value], key)
         return Record(key, value, revision)
 
-    async def delete(
-        self, key: str, *, expected_revision: int | None = None
-    ) -> int | Conflict | None:
+    async def delete(self, key: str, *, expected_revision: int | None = None) -> int | Stale | None:
         expected = None if expected_revision is None else _revision_arg(expected_revision)
         applied, revision = await self._run([_DELETE, key, expected], key)
         if applied:
             return int(revision)
-        return None if revision is None else Conflict(revision)
+        return None if revision is None else Stale(revision)
 
     async def clear(self) -> None:
         try:
             await self._connection.call(self._clear)
         except _FAILURES as exc:
-            raise self._unavailable(exc, None) from exc
+            raise _unavailable(exc, None, write=True) from exc
 
     async def ping(self) -> None:
         try:
             await self._connection.ping()
         except _FAILURES as exc:
-            raise self._unavailable(exc, None) from exc
+            raise _unavailable(exc, None, write=False) from exc
 
     async def _run(self, operation: list[Any], key: str) -> Any:
         """Queue `operation` for this turn's batch and return its answer."""
@@ -160,9 +162,10 @@ class TarantoolRepository:
         try:
             result = await answer
         except _FAILURES as exc:
-            raise self._unavailable(exc, key) from exc
-        if isinstance(result, str):  # this operation failed inside Tarantool
-            raise self._unavailable(TarantoolOperationError(result), key) from None
+            raise _unavailable(exc, key, write=operation[0] != _GET) from exc
+        if isinstance(result, str):  # this operation failed inside Tarantool, and did nothing
+            refused = TarantoolOperationError(result)  # chained, so Tarantool's words are logged
+            raise _unavailable(refused, key, write=False) from refused
         return result
 
     def _send(self) -> None:
@@ -199,15 +202,18 @@ class TarantoolRepository:
             if not answer.done():
                 answer.set_exception(failure)
 
-    def _unavailable(self, exc: BaseException, key: str | None) -> StorageUnavailable:
-        # The detail reaches the HTTP response: no driver message in it; the log has `exc`.
-        if isinstance(exc, TimeoutError):
-            detail = f"the Tarantool backend did not answer within {self._timeout:g} s"
-        elif isinstance(exc, TarantoolDatabaseError | TarantoolOperationError):
-            detail = "the Tarantool backend failed to carry out the request"
-        else:
-            detail = "the Tarantool backend cannot be reached"
-        return StorageUnavailable(detail, key=key)
+
+def _unavailable(exc: BaseException, key: str | None, *, write: bool) -> StorageUnavailable:
+    """The StorageUnavailable that a failure `exc` of a call on `key` becomes (the log gets
+    `exc`, chained; the response only the fields)."""
+    if isinstance(exc, TimeoutError):
+        failure = Failure.TIMEOUT
+    elif isinstance(exc, TarantoolDatabaseError | TarantoolOperationError):
+        # Tarantool refused: the write was not applied.
+        return StorageUnavailable("tarantool", Failure.REFUSED, key=key)
+    else:
+        failure = Failure.UNREACHABLE
+    return StorageUnavailable("tarantool", failure, outcome_unknown=write, key=key)
 
 
 class TarantoolOperationError(Exception):
@@ -226,7 +232,7 @@ async def open_tarantool_repository(
     """The Resource the container starts: connect, check the set-up, close on exit.
 
     Fails at start-up, rather than at the first request, when Tarantool is unreachable
-    (StorageUnavailable) or lacks what `deploy/tarantool/init.lua` creates (TarantoolSetupError).
+    (TarantoolUnreachable) or lacks what `deploy/tarantool/init.lua` creates (TarantoolSetupError).
     """
     address = TarantoolAddress.parse(url)
     connection = asynctnt.Connection(
@@ -254,7 +260,7 @@ async def open_tarantool_repository(
                 "KV_TARANTOOL_USER and KV_TARANTOOL_PASSWORD"
             ) from exc
         except _FAILURES as exc:
-            raise StorageUnavailable(
+            raise TarantoolUnreachable(
                 f"cannot connect to Tarantool at {address} within {timeout:g} s; "
                 f"is it running (tarantool {INSTANCE_FILE})?"
             ) from exc
@@ -279,7 +285,7 @@ async def _check_setup(
             *(connection.select(_VFUNC, (name,), index=_BY_NAME) for name in names),
         )
     except _FAILURES as exc:
-        raise StorageUnavailable(f"Tarantool at {address} failed to answer at start-up") from exc
+        raise TarantoolUnreachable(f"Tarantool at {address} failed to answer at start-up") from exc
     hint = (
         f"start Tarantool with {INSTANCE_FILE} (KV_TARANTOOL_SPACE={space}) and connect as "
         "the user it creates (KV_TARANTOOL_URL=kv:kv@host:port by default)"

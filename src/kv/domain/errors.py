@@ -1,17 +1,30 @@
-"""The domain's error hierarchy. Every error carries the key it concerns (None when none does)."""
+"""The domain's error hierarchy.
+
+Errors carry fields, not sentences: the HTTP layer (kv.entrypoints.problems) words them
+once. Every error carries the key it concerns (None when none does).
+"""
+
+import enum
 
 
 class KVError(Exception):
     """Base of every error the domain raises."""
 
-    def __init__(self, key: str | None, detail: str) -> None:
-        super().__init__(detail)
+    def __init__(self, key: str | None) -> None:
+        super().__init__(key)
         self.key = key
-        self.detail = detail
 
 
 class InvalidInput(KVError):
-    """A key or value breaks the store's rules."""
+    """A key, a value or a parameter breaks the store's rules; `rule` says which, in words
+    a client can act on (rules are the domain's own text, not a driver's)."""
+
+    def __init__(self, key: str | None, rule: str) -> None:
+        super().__init__(key)
+        self.rule = rule
+
+    def __str__(self) -> str:
+        return self.rule
 
 
 class InvalidKey(InvalidInput):
@@ -23,31 +36,52 @@ class InvalidValue(InvalidInput):
 
 
 class KeyExists(KVError):
-    def __init__(self, key: str) -> None:
-        super().__init__(key, f"key {key!r} already exists")
+    pass
 
 
 class KeyNotFound(KVError):
-    def __init__(self, key: str) -> None:
-        super().__init__(key, f"key {key!r} does not exist")
+    pass
 
 
 class RevisionMismatch(KVError):
-    def __init__(self, key: str, *, expected: int, actual: int) -> None:
-        super().__init__(
-            key, f"key {key!r} is at revision {actual}, the request expected revision {expected}"
-        )
+    """The record is at `actual`, the request required `expected` (None: that it be absent)."""
+
+    def __init__(self, key: str, *, expected: int | None, actual: int) -> None:
+        super().__init__(key)
         self.expected = expected
         self.actual = actual
 
 
-class StorageUnavailable(KVError):
-    """The backend did not answer in time or could not be reached.
+class Failure(enum.Enum):
+    """Why a backend call failed."""
 
-    For a write, the outcome is unknown: the write may or may not have been applied.
+    TIMEOUT = "timeout"  # no answer within the backend timeout
+    UNREACHABLE = "unreachable"  # no connection
+    REFUSED = "refused"  # the backend answered with an error (out of memory, say)
+    BUSY = "busy"  # too many calls already wait for the backend
+    SHUTTING_DOWN = "shutting_down"  # the service is stopping
+
+
+class StorageUnavailable(KVError):
+    """The backend did not carry out a call.
+
+    `outcome_unknown`: the call was a write that may or may not have been applied (it was
+    sent, and no answer came back).
     """
 
     def __init__(
-        self, detail: str = "the storage backend is unavailable", *, key: str | None = None
-    ):
-        super().__init__(key, detail)
+        self,
+        backend: str,
+        failure: Failure,
+        *,
+        outcome_unknown: bool = False,
+        key: str | None = None,
+    ) -> None:
+        super().__init__(key)
+        self.backend = backend
+        self.failure = failure
+        self.outcome_unknown = outcome_unknown
+
+    def __str__(self) -> str:
+        unknown = ", outcome unknown" if self.outcome_unknown else ""
+        return f"{self.backend}: {self.failure.value}{unknown}"

@@ -1,33 +1,46 @@
 """Records and the rules a key and a value must follow."""
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple, NewType
 
 from kv.domain.errors import InvalidKey, InvalidValue
 
 MAX_KEY_BYTES = 1024
 MAX_VALUE_DEPTH = 256
+# Revisions are 64-bit in every backend; an expected revision outside 1..MAX_REVISION is one
+# no record can have.
+MAX_REVISION = 2**63 - 1
+NO_REVISION = 0
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
+Key = NewType("Key", str)
+"""A key that passed `parse_key`."""
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One stored key: its value as compact JSON text, and its revision (1 on creation)."""
+
+class Record(NamedTuple):
+    """One stored key: its value as compact JSON text, its revision (1 on creation), and
+    when it expires (milliseconds since the Unix epoch, by the backend's clock), if ever."""
 
     key: str
     value: str
     revision: int
+    expires_at: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Conflict:
+class Stale(NamedTuple):
     """A repository's answer when the record is at another revision than the one expected."""
 
     revision: int
 
 
-def validate_key(key: object) -> str:
+def expected_revision(revision: int) -> int:
+    """`revision` as repositories take it: a number no record has (0) when out of range, so
+    that an If-Match of 0 or of 30 digits is a mismatch, never an error."""
+    return revision if 0 < revision <= MAX_REVISION else NO_REVISION
+
+
+def parse_key(key: object) -> Key:
     """Return `key` if it is a valid key, else raise InvalidKey saying why."""
     if not isinstance(key, str):
         raise InvalidKey(None, f"a key must be a string, not {_json_type(key)}")
@@ -45,7 +58,7 @@ def validate_key(key: object) -> str:
         raise InvalidKey(key, "a key must not contain control characters (U+0000-U+001F, U+007F)")
     if key[-1] == "/":
         raise InvalidKey(key, "a key must not end with '/'")
-    return key
+    return Key(key)
 
 
 def validate_value(value: object) -> None:

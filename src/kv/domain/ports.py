@@ -5,7 +5,7 @@ Every operation is atomic on its own; the service never reads and then writes.
 
 from typing import Protocol
 
-from kv.domain.model import Conflict, Record
+from kv.domain.model import Record, Stale
 
 
 class Repository(Protocol):
@@ -17,21 +17,19 @@ class Repository(Protocol):
 
     async def replace(
         self, key: str, value: str, *, expected_revision: int | None = None
-    ) -> Record | Conflict | None:
+    ) -> Record | Stale | None:
         """Overwrite a present key (revision + 1), if at `expected_revision` when one is given.
 
-        None when the key is absent, Conflict when it is at another revision.
+        None when the key is absent, Stale when it is at another revision.
         """
 
     async def upsert(self, key: str, value: str) -> Record:
         """Create at revision 1, or overwrite with revision + 1."""
 
-    async def delete(
-        self, key: str, *, expected_revision: int | None = None
-    ) -> int | Conflict | None:
+    async def delete(self, key: str, *, expected_revision: int | None = None) -> int | Stale | None:
         """Remove a present key (if at `expected_revision` when one is given); its last revision.
 
-        None when the key is absent, Conflict when it is at another revision.
+        None when the key is absent, Stale when it is at another revision.
         """
 
     async def clear(self) -> None:

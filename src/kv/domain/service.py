@@ -1,56 +1,54 @@
 """The service: the store's rules on top of any repository."""
 
+from kv.domain.commands import ANY_REVISION, Condition, Create, Delete, Get, Put
 from kv.domain.errors import KeyExists, KeyNotFound, RevisionMismatch
-from kv.domain.model import Conflict, Record, validate_key
+from kv.domain.model import Record, Stale, expected_revision
 from kv.domain.ports import Repository
 
 
 class KVService:
     """Create, overwrite, upsert, read and delete records.
 
-    Values arrive as compact JSON text already checked by `validate_value`; keys are checked
-    here, before the repository is asked, so a bad key is an error even when it is absent.
+    Every method makes one atomic repository call and turns its answer into a record or a
+    domain error; it never reads and then writes.
     """
 
     def __init__(self, repository: Repository) -> None:
         self.repository = repository
 
-    async def get(self, key: object) -> Record:
-        key = validate_key(key)
-        record = await self.repository.get(key)
+    async def get(self, command: Get) -> Record:
+        record = await self.repository.get(command.key)
         if record is None:
-            raise KeyNotFound(key)
+            raise KeyNotFound(command.key)
         return record
 
-    async def create(self, key: object, value: str) -> Record:
-        key = validate_key(key)
-        record = await self.repository.create(key, value)
+    async def create(self, command: Create) -> Record:
+        record = await self.repository.create(command.key, command.value)
         if record is None:
-            raise KeyExists(key)
+            raise KeyExists(command.key)
         return record
 
-    async def replace(
-        self, key: object, value: str, *, expected_revision: int | None = None
-    ) -> Record:
-        key = validate_key(key)
-        answer = await self.repository.replace(key, value, expected_revision=expected_revision)
+    async def put(self, command: Put) -> Record:
+        key = command.key
+        if command.upsert and command.if_match is None:
+            return await self.repository.upsert(key, command.value)
+        expected = _expected(command.if_match)
+        answer = await self.repository.replace(key, command.value, expected_revision=expected)
         if answer is None:
             raise KeyNotFound(key)
-        if isinstance(answer, Conflict):
-            raise RevisionMismatch(key, expected=expected_revision or 0, actual=answer.revision)
+        if isinstance(answer, Stale):
+            raise RevisionMismatch(key, expected=expected, actual=answer.revision)
         return answer
 
-    async def upsert(self, key: object, value: str) -> Record:
-        return await self.repository.upsert(validate_key(key), value)
-
-    async def delete(self, key: object, *, expected_revision: int | None = None) -> int:
+    async def delete(self, command: Delete) -> int:
         """Delete the record; return the revision it had."""
-        key = validate_key(key)
-        answer = await self.repository.delete(key, expected_revision=expected_revision)
+        key = command.key
+        expected = _expected(command.if_match)
+        answer = await self.repository.delete(key, expected_revision=expected)
         if answer is None:
             raise KeyNotFound(key)
-        if isinstance(answer, Conflict):
-            raise RevisionMismatch(key, expected=expected_revision or 0, actual=answer.revision)
+        if isinstance(answer, Stale):
+            raise RevisionMismatch(key, expected=expected, actual=answer.revision)
         return answer
 
     async def clear(self) -> None:
@@ -58,3 +56,10 @@ class KVService:
 
     async def ping(self) -> None:
         await self.repository.ping()
+
+
+def _expected(condition: Condition) -> int | None:
+    """The revision a repository call must find, None for any."""
+    if condition is None or condition == ANY_REVISION:
+        return None
+    return expected_revision(condition)

@@ -28,16 +28,9 @@ from starlette.types import Receive, Scope, Send
 
 from kv import __version__
 from kv.container import Container, Settings, build_container, start_service, stop_service
-from kv.domain.errors import (
-    InvalidInput,
-    InvalidKey,
-    KeyExists,
-    KeyNotFound,
-    KVError,
-    RevisionMismatch,
-    StorageUnavailable,
-)
-from kv.domain.model import MAX_VALUE_DEPTH, Record, validate_value
+from kv.domain.commands import ANY_REVISION, Condition, Create, Delete, Get, Put
+from kv.domain.errors import InvalidKey, KVError, StorageUnavailable
+from kv.domain.model import MAX_VALUE_DEPTH, NO_REVISION, Record, parse_key, validate_value
 from kv.domain.service import KVService
 from kv.entrypoints.middleware import (
     KEY,
@@ -54,6 +47,7 @@ from kv.entrypoints.problems import (
     HTTPProblem,
     MethodNotAllowed,
     PayloadTooLarge,
+    describe,
     problem_body,
 )
 from kv.logs import OperationLog, configure_logging, remove_handlers
@@ -200,18 +194,21 @@ def path_key(scope: Scope, prefix: int) -> str:
             try:
                 return raw.decode("utf-8")
             except UnicodeDecodeError:
-                raise InvalidKey(None, "the key in the URL is not valid UTF-8") from None
+                raise InvalidKey(None, _NOT_UTF8) from None
         try:
             key = unquote_to_bytes(raw).decode("utf-8")
         except UnicodeDecodeError:
-            raise InvalidKey(None, "the key in the URL is not valid UTF-8") from None
+            raise InvalidKey(None, _NOT_UTF8) from None
     return key
 
 
-def expected_revision(request: Request) -> int | None:
-    """The revision an `If-Match` header requires, None without one (or with `*`)."""
+_NOT_UTF8 = "the key in the URL is not valid UTF-8"
+
+
+def if_match(scope: Scope) -> Condition:
+    """The condition of an `If-Match` header: a revision, `*`, or None without one."""
     # A scan of the raw headers: building request.headers costs more than the rest here.
-    for name, value in request.scope["headers"]:
+    for name, value in scope["headers"]:
         if name == b"if-match":
             header = value.decode("latin-1")
             break
@@ -219,14 +216,14 @@ def expected_revision(request: Request) -> int | None:
         return None
     tag = header.strip()
     if tag == "*":
-        return None
+        return ANY_REVISION
     digits = tag[1:-1]
     # isascii: str.isdigit() is also true for "²", which int() refuses (a 500 before this).
     if len(tag) > 2 and tag[0] == '"' and tag[-1] == '"' and digits.isascii() and digits.isdigit():
-        # No revision has 19 digits (they are 64-bit), and int() refuses more than 4300.
-        return int(digits) if len(digits.lstrip("0")) < 19 else 0
+        # No revision has 20 digits (they are 64-bit), and int() refuses more than 4300.
+        return int(digits) if len(digits.lstrip("0")) < 20 else NO_REVISION
     if tag.startswith('W/"'):
-        return 0  # a weak tag never matches under the strong comparison If-Match uses
+        return NO_REVISION  # a weak tag never matches under the strong comparison If-Match uses
     raise BadRequest(f'If-Match must be one entity tag such as "3" (or *), not {header!r}')
 
 
@@ -285,14 +282,10 @@ def problem(
 # --- handlers -------------------------------------------------------------------------------
 
 
-Write = Callable[[Request, KVService, str, str], Awaitable[Record]]
-"""How an item endpoint stores the value of a PUT: (request, service, key, encoded value)."""
-
-
 def item_endpoint(
-    prefix: str, operations: Mapping[str, str], write: Write
+    prefix: str, operations: Mapping[str, str], *, upsert: bool
 ) -> Callable[[Request], Awaitable[Response]]:
-    """The handler of `{prefix}{key}`: GET, HEAD and DELETE, and PUT stored through `write`.
+    """The handler of `{prefix}{key}`: GET, HEAD, DELETE and PUT (an upsert when `upsert`).
 
     `operations` names what each method does in the operation log. /kv and /v1 differ only
     in their PUT, so both are built here rather than written twice.
@@ -306,17 +299,17 @@ def item_endpoint(
         if operation is None:
             raise MethodNotAllowed(method, ITEM_METHODS)
         scope[OPERATION] = operation
-        key = path_key(scope, start)
-        scope[KEY] = key
+        raw_key = path_key(scope, start)
+        scope[KEY] = raw_key
+        key = parse_key(raw_key)
         state = scope["state"]
         service: KVService = state["service"]
         if operation == "get":
-            record = await service.get(key)
+            record = await service.get(Get(key))
             scope[SIZE] = utf8_size(record.value)
             return record_response(record)
         if operation == "delete":
-            revision = expected_revision(request)
-            deleted = await service.delete(key, expected_revision=revision)
+            deleted = await service.delete(Delete(key, if_match(scope)))
             return record_response(Record(key, "", deleted), with_value=False)
         body = await read_body(request, state["settings"].max_body_bytes)
         data = json_object(body, ("value", "key"), ("value",))
@@ -324,26 +317,13 @@ def item_endpoint(
             raise BadRequest(f"the body's key {data['key']!r} differs from the key in the path")
         value = encode_value(data["value"], body)
         scope[SIZE] = utf8_size(value)
-        return record_response(await write(request, service, key, value))
+        return record_response(await service.put(Put(key, value, if_match(scope), upsert)))
 
     return item
 
 
-def overwrite(request: Request, service: KVService, key: str, value: str) -> Awaitable[Record]:
-    """/kv's PUT: replace a present key, at the If-Match revision when one is given."""
-    return service.replace(key, value, expected_revision=expected_revision(request))
-
-
-def upsert(request: Request, service: KVService, key: str, value: str) -> Awaitable[Record]:
-    """/v1's PUT: create or overwrite. With If-Match it is /kv's compare-and-set instead, so
-    a client holding a revision never silently recreates a key deleted in the meantime."""
-    if "if-match" in request.headers:
-        return overwrite(request, service, key, value)
-    return service.upsert(key, value)
-
-
-kv_item = item_endpoint("/kv/", ITEM_OPERATIONS, overwrite)
-v1_item = item_endpoint("/v1/", V1_ITEM_OPERATIONS, upsert)
+kv_item = item_endpoint("/kv/", ITEM_OPERATIONS, upsert=False)
+v1_item = item_endpoint("/v1/", V1_ITEM_OPERATIONS, upsert=True)
 
 
 def utf8_size(text: str) -> int:
@@ -358,11 +338,12 @@ async def kv_collection(request: Request) -> Response:
     state = scope["state"]
     body = await read_body(request, state["settings"].max_body_bytes)
     data = json_object(body, ("key", "value"), ("key", "value"))
-    key = data["key"]
-    scope[KEY] = key if isinstance(key, str) else None
+    raw_key = data["key"]
+    scope[KEY] = raw_key if isinstance(raw_key, str) else None
+    key = parse_key(raw_key)
     value = encode_value(data["value"], body)
     scope[SIZE] = utf8_size(value)
-    record = await state["service"].create(key, value)
+    record = await state["service"].create(Create(key, value))
     return record_response(record)
 
 
@@ -430,28 +411,18 @@ class AnyMethod:
 
 # --- errors ---------------------------------------------------------------------------------
 
-_DOMAIN_STATUS: list[tuple[type[KVError], int, str]] = [
-    (InvalidInput, 400, "Bad Request"),
-    (KeyNotFound, 404, "Not Found"),
-    (KeyExists, 409, "Conflict"),
-    (RevisionMismatch, 412, "Precondition Failed"),
-    (StorageUnavailable, 503, "Service Unavailable"),
-]
-
 
 async def domain_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, KVError)
-    status, title = next(
-        ((status, title) for kind, status, title in _DOMAIN_STATUS if isinstance(exc, kind)),
-        (500, "Internal Server Error"),
-    )
+    settings: Settings = request.scope["state"]["settings"]
+    status, title, detail = describe(exc, backend_timeout=settings.backend_timeout)
     headers = None
-    if status == 503:
+    if isinstance(exc, StorageUnavailable):
         logger.bind(request_id=request.scope.get(REQUEST_ID)).opt(exception=exc).error(
-            "backend unavailable: {}", exc.detail
+            "backend unavailable: {}", detail
         )
         headers = {"retry-after": RETRY_AFTER_SECONDS}
-    return problem(status, title, exc.detail, key=exc.key, headers=headers)
+    return problem(status, title, detail, key=exc.key, headers=headers)
 
 
 async def http_problem(_: Request, exc: Exception) -> Response:

@@ -4,6 +4,16 @@ from typing import Any
 
 import orjson
 
+from kv.domain.errors import (
+    Failure,
+    InvalidInput,
+    KeyExists,
+    KeyNotFound,
+    KVError,
+    RevisionMismatch,
+    StorageUnavailable,
+)
+
 PROBLEM_TYPE = "urn:kv:problem:"
 MEDIA_TYPE = "application/problem+json"
 
@@ -57,3 +67,54 @@ class MethodNotAllowed(HTTPProblem):
             f"{method} is not allowed here; allowed: {', '.join(allowed)}",
             headers={"allow": ", ".join(allowed)},
         )
+
+
+# --- domain errors, worded -------------------------------------------------------------------
+
+_BACKEND_NAMES = {"tarantool": "Tarantool", "redis": "Redis", "memory": "memory"}
+
+
+def describe(error: KVError, *, backend_timeout: float) -> tuple[int, str, str]:
+    """The status, title and detail of the problem a domain error answers with."""
+    key = error.key
+    match error:
+        case InvalidInput():
+            return 400, "Bad Request", error.rule
+        case KeyNotFound():
+            return 404, "Not Found", f"key {key!r} does not exist"
+        case KeyExists():
+            return 409, "Conflict", f"key {key!r} already exists"
+        case RevisionMismatch(expected=None):
+            return (
+                412,
+                "Precondition Failed",
+                f"key {key!r} exists (at revision {error.actual}); the request required it absent",
+            )
+        case RevisionMismatch():
+            return (
+                412,
+                "Precondition Failed",
+                f"key {key!r} is at revision {error.actual}, "
+                f"the request expected revision {error.expected}",
+            )
+        case StorageUnavailable():
+            return 503, "Service Unavailable", _unavailable(error, backend_timeout)
+    return 500, "Internal Server Error", "the server failed; the error is in its log"
+
+
+def _unavailable(error: StorageUnavailable, timeout: float) -> str:
+    name = _BACKEND_NAMES.get(error.backend, error.backend)
+    match error.failure:
+        case Failure.TIMEOUT:
+            detail = f"the {name} backend did not answer within {timeout:g} s"
+        case Failure.UNREACHABLE:
+            detail = f"the {name} backend cannot be reached"
+        case Failure.REFUSED:
+            detail = f"the {name} backend failed to carry out the request"
+        case Failure.BUSY:
+            detail = f"too many requests are waiting for the {name} backend"
+        case Failure.SHUTTING_DOWN:
+            detail = "the service is shutting down"
+    if error.outcome_unknown:
+        detail += "; the write may or may not have been applied"
+    return detail

@@ -1,0 +1,47 @@
+"""What a client asks of the service, parsed and typed at the edge (the HTTP handlers).
+
+Keys arrive validated (`Key`), values as the compact JSON text to store.
+"""
+
+from dataclasses import dataclass
+from typing import Literal
+
+from kv.domain.model import Key
+
+ANY_REVISION: Literal["*"] = "*"
+Condition = int | Literal["*"] | None
+"""An `If-Match`: the revision the record must be at, `*` (it must exist), or None."""
+
+
+@dataclass(frozen=True, slots=True)
+class Get:
+    key: Key
+
+
+@dataclass(frozen=True, slots=True)
+class Create:
+    """Store `value` at revision 1; the key must be absent."""
+
+    key: Key
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class Put:
+    """Overwrite a present key, under `if_match` when given.
+
+    `upsert` (the /v1 surface): an absent key is created instead, unless `if_match` is
+    given, which makes the upsert a compare-and-set like /kv's PUT: a client holding a
+    revision never silently recreates a key deleted meanwhile.
+    """
+
+    key: Key
+    value: str
+    if_match: Condition = None
+    upsert: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    key: Key
+    if_match: Condition = None

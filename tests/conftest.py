@@ -7,14 +7,16 @@ session fixture `<backend>_server`, which starts that server on a free port.
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from loguru import logger
 
 from kv.container import Settings
+from kv.domain.model import Key
 from kv.entrypoints.http import create_app
 
 # The live servers' fixtures (`<backend>_server`), one plugin per backend, one line each.
@@ -45,13 +47,16 @@ def settings(backend: str, backend_settings: dict[str, Any]) -> Settings:
     return Settings(**{"backend": backend, **backend_settings})
 
 
+Unique = Callable[[str], Key]
+
+
 @pytest.fixture
-def unique() -> Callable[[str], str]:
+def unique() -> Unique:
     """Keys no other test uses, so suites can share one live server."""
     prefix = uuid.uuid4().hex[:10]
 
-    def make(name: str = "k") -> str:
-        return f"{prefix}/{name}"
+    def make(name: str = "k") -> Key:
+        return Key(f"{prefix}/{name}")
 
     return make
 
@@ -72,6 +77,15 @@ async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client of the app on `settings`, lifespan run, no network."""
     async for client in open_client(settings):
         yield client
+
+
+@pytest.fixture
+def lines() -> Iterator[list[str]]:
+    """Every line loguru writes while the test runs (raw batches split into lines)."""
+    captured: list[str] = []
+    handler = logger.add(lambda m: captured.extend(str(m).splitlines()), format="{message}")
+    yield captured
+    logger.remove(handler)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

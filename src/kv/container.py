@@ -3,7 +3,7 @@
 
 import dataclasses
 import inspect
-from collections.abc import Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sized
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +12,9 @@ from dependency_injector import containers, providers
 from kv.adapters.memory import open_memory_repository
 from kv.adapters.redis import open_redis_repository
 from kv.adapters.tarantool import TarantoolAddress, open_tarantool_repository
+from kv.domain.ports import Repository
 from kv.domain.service import KVService
+from kv.metrics import Metrics
 
 BACKENDS = ("memory", "tarantool", "redis")
 LOG_FORMATS = ("text", "json")
@@ -48,6 +50,7 @@ class Settings:
     enable_reset: bool = False
     auth_token: str | None = None
     metrics: bool = True
+    metrics_dir: str | None = None  # where several workers share their metrics
     # Connection limits, applied by `kv serve` (see kv.entrypoints.protocol).
     keep_alive_seconds: float = 5.0
     header_timeout: float = 10.0
@@ -151,8 +154,29 @@ def _parse(name: str, kind: object, raw: str) -> Any:
     return raw
 
 
+async def measured(
+    store: Repository, metrics: Metrics, enabled: bool, backend: str
+) -> AsyncIterator[Repository]:
+    """The Resource of the repository the service uses: `store`, measured when metrics are on.
+
+    A backend over the network has its calls timed. The memory backend's calls are dict
+    operations in this process (~0.2 µs): timing them costs more than they take (~1.4 µs a
+    request, measured) and says nothing, so memory publishes its number of keys instead.
+    """
+    if not enabled:
+        yield store
+    elif backend == "memory" and isinstance(store, Sized):
+        metrics.count_keys(store)
+        try:
+            yield store
+        finally:
+            metrics.stop_counting_keys()
+    else:
+        yield metrics.instrument(store)
+
+
 class Container(containers.DeclarativeContainer):
-    """Wires the chosen backend into the service.
+    """Wires the chosen backend, measured, into the service.
 
     Only the selected Resource is started, by resolving `service` (never `init_resources()`,
     which would open every branch of the Selector); `shutdown_resources()` closes it.
@@ -160,7 +184,9 @@ class Container(containers.DeclarativeContainer):
 
     config = providers.Configuration()
 
-    repository = providers.Selector(
+    metrics = providers.Singleton(Metrics, backend=config.backend, directory=config.metrics_dir)
+
+    store = providers.Selector(
         config.backend,
         memory=providers.Resource(open_memory_repository),
         tarantool=providers.Resource(
@@ -176,6 +202,14 @@ class Container(containers.DeclarativeContainer):
             cluster=config.redis_cluster,
             timeout=config.backend_timeout,
         ),
+    )
+
+    repository = providers.Resource(
+        measured,
+        store=store,
+        metrics=metrics,
+        enabled=config.metrics,
+        backend=config.backend,
     )
 
     service = providers.Singleton(KVService, repository=repository)

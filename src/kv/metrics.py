@@ -2,40 +2,42 @@
 
 The hot path never calls prometheus-client. Updating a labelled prometheus-client child
 costs about 1 µs (a lock and several calls per value), and a request would pay that three
-or four times: measured through the app, ~8 µs per request, some 8% of the memory backend's
-throughput. So a request adds its duration to a plain-Python histogram (`Series`: a sum and
-bucket counts, found by one dict lookup on (route, method, status) and one `bisect`); this is
-safe without locks because only the event loop's thread records. `publish()` then adds what
-was recorded to the prometheus-client metrics: when /metrics is scraped and, with several
-workers, every second. The request is recorded by the existing `RequestContextMiddleware`
-(no middleware layer of its own), and backend calls by a thin wrapper around the repository
-that the app adds only when metrics are on and the backend is reached over the network
-(the memory backend's calls take less time than timing them: it publishes its size).
+or four times (~8 µs a request, some 8% of the memory backend's throughput, measured). So a
+request adds its duration to a plain-Python histogram (`Series`: a sum and bucket counts,
+found by one dict lookup on (route, method, status) and one `bisect`); this is safe without
+locks because only the event loop's thread records. A scrape turns the series into metric
+families through prometheus-client's public `Collector` interface and its encoders.
 
-Several worker processes (`KV_WORKERS` > 1): prometheus-client's multiprocess mode. When
-`PROMETHEUS_MULTIPROC_DIR` names a directory at the time prometheus-client is imported,
-every process writes its values to files there and /metrics adds up the files of all of
-them. `kv serve --workers N` creates (and removes) such a directory when none is given.
+Several worker processes (`KV_WORKERS` > 1): every worker writes its series to a file of its
+own in `KV_METRICS_DIR` every PUBLISH_SECONDS (and at exit), and a scrape, whichever worker
+answers, adds up its own series and every other worker's file. `kv serve --workers N`
+creates (and removes) such a directory when none is given.
 """
 
 import asyncio
+import contextlib
 import os
 import re
 from bisect import bisect_left
-from collections.abc import Iterable, Sized
+from collections.abc import Awaitable, Coroutine, Iterable, Sized
+from pathlib import Path
 from time import perf_counter
-from typing import Any
+from typing import Any, TypeVar
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, values
+import orjson
+from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
-from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
-from kv.domain.model import Record, Stale
+from kv.domain.model import Key, Record, Stale
 from kv.domain.ports import Repository
 
-MULTIPROC_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 PUBLISH_SECONDS = 1.0  # with several workers: how stale another worker's numbers may be
 
 # Seconds. A memory request takes ~0.1 ms, a networked backend ~1 ms, a timeout 2 s.
@@ -52,12 +54,7 @@ UNMATCHED_ROUTE = "unmatched"
 BACKEND_OPERATIONS = ("get", "create", "replace", "upsert", "delete", "clear", "ping")
 
 _CONVERTOR = re.compile(r"\{(\w+):\w+\}")
-
-
-def multiprocess_mode() -> bool:
-    """Whether prometheus-client chose its multiprocess value class when it was imported
-    (it reads `PROMETHEUS_MULTIPROC_DIR` then, and only then)."""
-    return bool(getattr(values.ValueClass, "_multiprocess", False))
+T = TypeVar("T")
 
 
 def strip_convertors(path: str) -> str:
@@ -66,7 +63,7 @@ def strip_convertors(path: str) -> str:
 
 
 class Series:
-    """Durations recorded since the last publication: their sum and per-bucket counts, the
+    """Durations recorded since start: their sum and per-bucket counts (not cumulative), the
     last count being the +Inf bucket. `errors` counts calls that raised (backend calls)."""
 
     __slots__ = ("bounds", "counts", "errors", "total")
@@ -82,163 +79,183 @@ class Series:
         # The first bucket whose upper bound is >= seconds (Prometheus buckets include it).
         self.counts[bisect_left(self.bounds, seconds)] += 1
 
-    def take(self) -> tuple[list[int], float, int]:
-        """What was recorded, and start again from zero."""
-        taken = self.counts, self.total, self.errors
-        self.counts = [0] * len(self.counts)
-        self.total = 0.0
-        self.errors = 0
-        return taken
+    def dump(self) -> list[Any]:
+        return [self.counts, self.total, self.errors]
+
+    def merge(self, dumped: list[Any]) -> None:
+        counts, total, errors = dumped
+        self.counts = [mine + theirs for mine, theirs in zip(self.counts, counts, strict=True)]
+        self.total += total
+        self.errors += errors
+
+    def copy(self) -> "Series":
+        twin = Series(self.bounds)
+        twin.merge(self.dump())
+        return twin
+
+
+Snapshot = dict[str, dict[str, Series]]
+"""{"http": {"route method status": series}, "backend": {operation: series}}"""
 
 
 class Metrics:
-    """Every series of one app, in a registry of its own (so tests can build many apps)."""
+    """Every series of one app, and the registry that exposes them."""
 
-    def __init__(self, *, backend: str) -> None:
+    def __init__(self, *, backend: str, directory: str | None = None) -> None:
         self.backend = backend
-        self.registry = CollectorRegistry()
-        self.multiprocess = multiprocess_mode()
-        # In multiprocess mode the values live in files, read back by the collector below;
-        # registering the in-process objects as well would count every value twice.
-        owner = None if self.multiprocess else self.registry
-        if self.multiprocess:
-            path = os.environ.get(MULTIPROC_DIR_VARIABLE)
-            MultiProcessCollector(self.registry, path=path)  # type: ignore[no-untyped-call]
-        self.requests = Counter(
-            "kv_http_requests",
-            "HTTP requests answered, by route template, method and status code.",
-            ("route", "method", "status"),
-            registry=owner,
-        )
-        self.request_seconds = Histogram(
-            "kv_http_request_duration_seconds",
-            "Time from a request's arrival to the end of its response, by route and method.",
-            ("route", "method"),
-            buckets=REQUEST_BUCKETS,
-            registry=owner,
-        )
-        self.backend_seconds = Histogram(
-            "kv_backend_call_duration_seconds",
-            "Duration of calls to the storage backend, by backend and repository operation.",
-            ("backend", "operation"),
-            buckets=BACKEND_BUCKETS,
-            registry=owner,
-        )
-        self.backend_errors = Counter(
-            "kv_backend_errors",
-            "Calls to the storage backend that raised (unavailable, timed out, failed), by "
-            "backend and repository operation.",
-            ("backend", "operation"),
-            registry=owner,
-        )
-        # (route path, method, status) -> its series and the children it is published to.
-        self._http: dict[tuple[str, str, int], tuple[Series, Any, Any]] = {}
-        # operation -> its series and children; filled by `instrument`.
-        self._backend: dict[str, tuple[Series, Any, Any]] = {}
-        self._keys: KeyCountCollector | None = None
+        self.directory = None if directory is None else Path(directory)
+        self._file = None if directory is None else Path(directory, f"{os.getpid()}.json")
+        # (route path, method, status) -> its series, labels built once.
+        self._http: dict[tuple[str, str, int], Series] = {}
+        self._backend: dict[str, Series] = {}
+        self._keys: Sized | None = None
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_Collector(self))
 
     # --- recording (the hot path) --------------------------------------------------------
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Record one answered request to the route whose path template is `route`."""
-        entry = self._http.get((route, method, status))
-        if entry is None:
-            entry = self._new_request_series(route, method, status)
-        series = entry[0]  # Series.add, inlined: this runs for every request
-        series.total += seconds
+        series = self._http.get((route, method, status))
+        if series is None:
+            series = self._new_request_series(route, method, status)
+        series.total += seconds  # Series.add, inlined: this runs for every request
         series.counts[bisect_left(REQUEST_BUCKETS, seconds)] += 1
 
-    def _new_request_series(self, route: str, method: str, status: int) -> tuple[Series, Any, Any]:
+    def _new_request_series(self, route: str, method: str, status: int) -> Series:
         if method not in KNOWN_METHODS:
             method = OTHER_METHOD  # one series for every unknown method, so few entries
-            entry = self._http.get((route, method, status))
-            if entry is not None:
-                return entry
-        template = strip_convertors(route)
-        entry = (
-            Series(REQUEST_BUCKETS),
-            self.requests.labels(template, method, str(status)),
-            self.request_seconds.labels(template, method),
-        )
-        self._http[(route, method, status)] = entry
-        return entry
+            series = self._http.get((route, method, status))
+            if series is not None:
+                return series
+        series = self._http[(route, method, status)] = Series(REQUEST_BUCKETS)
+        return series
 
     def instrument(self, repository: Repository) -> "InstrumentedRepository":
         """`repository`, its calls timed and their errors counted under this app's backend."""
         if not self._backend:
-            self._backend = {
-                op: (
-                    Series(BACKEND_BUCKETS),
-                    self.backend_seconds.labels(self.backend, op),
-                    self.backend_errors.labels(self.backend, op),
-                )
-                for op in BACKEND_OPERATIONS
-            }
-        return InstrumentedRepository(repository, {op: e[0] for op, e in self._backend.items()})
+            self._backend = {op: Series(BACKEND_BUCKETS) for op in BACKEND_OPERATIONS}
+        return InstrumentedRepository(repository, self._backend)
 
     def count_keys(self, repository: Sized) -> None:
         """Publish `len(repository)` as `kv_memory_keys`, read at each scrape (so free)."""
-        self.stop_counting_keys()
-        self._keys = KeyCountCollector(repository)
-        self.registry.register(self._keys)
+        self._keys = repository
 
     def stop_counting_keys(self) -> None:
-        if self._keys is not None:
-            self.registry.unregister(self._keys)
-            self._keys = None
+        self._keys = None
 
-    # --- publishing ----------------------------------------------------------------------
+    # --- several processes ---------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        http = {
+            " ".join((strip_convertors(route), method, str(status))): series
+            for (route, method, status), series in self._http.items()
+        }
+        return {"http": http, "backend": dict(self._backend)}
 
     def publish(self) -> None:
-        """Add what was recorded since the last call to the prometheus-client metrics."""
-        for series, requests, durations in self._http.values():
-            counts, total, _ = series.take()
-            if total or any(counts):
-                requests.inc(sum(counts))
-                _add_to_histogram(durations, counts, total)
-        for series, seconds, failures in self._backend.values():
-            counts, total, errors = series.take()
-            if total or any(counts):
-                _add_to_histogram(seconds, counts, total)
-            if errors:
-                failures.inc(errors)
+        """Write this process's series for the other workers' scrapes (several workers)."""
+        if self._file is None:
+            return
+        data = {
+            kind: {name: series.dump() for name, series in entries.items()}
+            for kind, entries in self.snapshot().items()
+        }
+        partial = self._file.with_suffix(".tmp")
+        partial.write_bytes(orjson.dumps(data))
+        partial.replace(self._file)  # atomic: a scrape never reads half a file
 
     async def run(self, interval: float = PUBLISH_SECONDS) -> None:
-        """With several workers, publish every `interval` seconds so that a scrape answered
-        by another worker includes this one's requests; the owner publishes once more at exit.
-        (A single process publishes when it is scraped, which is enough.)"""
-        while self.multiprocess:
+        """With several workers, publish every `interval` seconds until cancelled (the owner
+        publishes once more at exit). A single process has nothing to publish."""
+        while self._file is not None:
             await asyncio.sleep(interval)
             self.publish()
 
+    def everyone(self) -> Snapshot:
+        """This process's series added to those the other workers published."""
+        merged = self.snapshot()
+        if self.directory is None:
+            return merged
+        merged = {
+            kind: {n: s.copy() for n, s in entries.items()} for kind, entries in merged.items()
+        }
+        for path in self.directory.glob("*.json"):
+            if path == self._file:
+                continue
+            with contextlib.suppress(OSError, ValueError):  # a worker's file being replaced
+                data = orjson.loads(path.read_bytes())
+                for kind, bounds in (("http", REQUEST_BUCKETS), ("backend", BACKEND_BUCKETS)):
+                    for name, dumped in data.get(kind, {}).items():
+                        merged[kind].setdefault(name, Series(bounds)).merge(dumped)
+        return merged
+
     def render(self, accept: str | None) -> tuple[bytes, str]:
         """The exposition for a scrape, in the format the `Accept` header asks for."""
-        self.publish()
         encode, content_type = choose_encoder(accept or "")
         return encode(self.registry), content_type
 
 
-def _add_to_histogram(histogram: Any, counts: list[int], total: float) -> None:
-    """Add bucket counts and a sum to a prometheus-client histogram child in one step.
+class _Collector(Collector):
+    """Turns the series into metric families at each scrape (prometheus-client's public API)."""
 
-    Its public API takes one observation at a time, so this uses the two attributes every
-    version since 0.1 has (`_sum`, `_buckets`: one value per bucket, +Inf last), which also
-    work in multiprocess mode. tests/unit/test_metrics.py checks the result of both modes.
-    """
-    histogram._sum.inc(total)
-    for bucket, count in zip(histogram._buckets, counts, strict=True):
-        if count:
-            bucket.inc(count)
-
-
-class KeyCountCollector(Collector):
-    def __init__(self, repository: Sized) -> None:
-        self.repository = repository
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
 
     def collect(self) -> Iterable[Metric]:
-        yield GaugeMetricFamily(
-            "kv_memory_keys", "Keys stored in the memory backend.", value=len(self.repository)
+        metrics = self.metrics
+        snapshot = metrics.everyone()
+        requests = CounterMetricFamily(
+            "kv_http_requests",
+            "HTTP requests answered, by route template, method and status code.",
+            labels=("route", "method", "status"),
         )
+        durations = HistogramMetricFamily(
+            "kv_http_request_duration_seconds",
+            "Time from a request's arrival to the end of its response, by route and method.",
+            labels=("route", "method"),
+        )
+        by_route: dict[tuple[str, str], Series] = {}
+        for name, series in sorted(snapshot["http"].items()):
+            route, method, status = name.split(" ")
+            requests.add_metric([route, method, status], sum(series.counts))
+            by_route.setdefault((route, method), Series(REQUEST_BUCKETS)).merge(series.dump())
+        for (route, method), series in by_route.items():
+            durations.add_metric([route, method], _buckets(series), series.total)
+        yield requests
+        yield durations
+        if snapshot["backend"]:
+            calls = HistogramMetricFamily(
+                "kv_backend_call_duration_seconds",
+                "Duration of calls to the storage backend, by backend and repository operation.",
+                labels=("backend", "operation"),
+            )
+            errors = CounterMetricFamily(
+                "kv_backend_errors",
+                "Calls to the storage backend that raised (unavailable, timed out, failed), "
+                "by backend and repository operation.",
+                labels=("backend", "operation"),
+            )
+            for operation, series in sorted(snapshot["backend"].items()):
+                labels = [metrics.backend, operation]
+                calls.add_metric(labels, _buckets(series), series.total)
+                errors.add_metric(labels, series.errors)
+            yield calls
+            yield errors
+        if metrics._keys is not None:
+            yield GaugeMetricFamily(
+                "kv_memory_keys", "Keys stored in the memory backend.", value=len(metrics._keys)
+            )
+
+
+def _buckets(series: Series) -> list[tuple[str, float]]:
+    """Cumulative (upper bound, count) pairs, +Inf last, as HistogramMetricFamily takes them."""
+    cumulative = 0
+    pairs: list[tuple[str, float]] = []
+    for bound, count in zip((*series.bounds, float("inf")), series.counts, strict=True):
+        cumulative += count
+        pairs.append(("+Inf" if bound == float("inf") else repr(float(bound)), cumulative))
+    return pairs
 
 
 class InstrumentedRepository:
@@ -249,82 +266,41 @@ class InstrumentedRepository:
 
     def __init__(self, inner: Repository, calls: dict[str, Series]) -> None:
         self.inner = inner
-        self._get, self._create, self._replace = calls["get"], calls["create"], calls["replace"]
-        self._upsert, self._delete = calls["upsert"], calls["delete"]
-        self._clear, self._ping = calls["clear"], calls["ping"]
+        self._calls = calls
 
-    def __getattr__(self, name: str) -> Any:
-        # Anything the port grows later still reaches the backend, untimed until listed here.
-        return getattr(self.inner, name)
-
-    async def get(self, key: str) -> Record | None:
+    async def _timed(self, operation: str, call: Awaitable[T]) -> T:
+        series = self._calls[operation]
         started = perf_counter()
         try:
-            return await self.inner.get(key)
+            return await call
         except Exception:
-            self._get.errors += 1
+            series.errors += 1
             raise
         finally:
-            self._get.add(perf_counter() - started)
+            series.add(perf_counter() - started)
 
-    async def create(self, key: str, value: str) -> Record | None:
-        started = perf_counter()
-        try:
-            return await self.inner.create(key, value)
-        except Exception:
-            self._create.errors += 1
-            raise
-        finally:
-            self._create.add(perf_counter() - started)
+    def get(self, key: Key) -> Coroutine[Any, Any, Record | None]:
+        return self._timed("get", self.inner.get(key))
 
-    async def replace(
-        self, key: str, value: str, *, expected_revision: int | None = None
-    ) -> Record | Stale | None:
-        started = perf_counter()
-        try:
-            return await self.inner.replace(key, value, expected_revision=expected_revision)
-        except Exception:
-            self._replace.errors += 1
-            raise
-        finally:
-            self._replace.add(perf_counter() - started)
+    def create(self, key: Key, value: str) -> Coroutine[Any, Any, Record | None]:
+        return self._timed("create", self.inner.create(key, value))
 
-    async def upsert(self, key: str, value: str) -> Record:
-        started = perf_counter()
-        try:
-            return await self.inner.upsert(key, value)
-        except Exception:
-            self._upsert.errors += 1
-            raise
-        finally:
-            self._upsert.add(perf_counter() - started)
+    def replace(
+        self, key: Key, value: str, *, expected_revision: int | None = None
+    ) -> Coroutine[Any, Any, Record | Stale | None]:
+        call = self.inner.replace(key, value, expected_revision=expected_revision)
+        return self._timed("replace", call)
 
-    async def delete(self, key: str, *, expected_revision: int | None = None) -> int | Stale | None:
-        started = perf_counter()
-        try:
-            return await self.inner.delete(key, expected_revision=expected_revision)
-        except Exception:
-            self._delete.errors += 1
-            raise
-        finally:
-            self._delete.add(perf_counter() - started)
+    def upsert(self, key: Key, value: str) -> Coroutine[Any, Any, Record]:
+        return self._timed("upsert", self.inner.upsert(key, value))
 
-    async def clear(self) -> None:
-        started = perf_counter()
-        try:
-            await self.inner.clear()
-        except Exception:
-            self._clear.errors += 1
-            raise
-        finally:
-            self._clear.add(perf_counter() - started)
+    def delete(
+        self, key: Key, *, expected_revision: int | None = None
+    ) -> Coroutine[Any, Any, int | Stale | None]:
+        return self._timed("delete", self.inner.delete(key, expected_revision=expected_revision))
 
-    async def ping(self) -> None:
-        started = perf_counter()
-        try:
-            await self.inner.ping()
-        except Exception:
-            self._ping.errors += 1
-            raise
-        finally:
-            self._ping.add(perf_counter() - started)
+    def clear(self) -> Coroutine[Any, Any, None]:
+        return self._timed("clear", self.inner.clear())
+
+    def ping(self) -> Coroutine[Any, Any, None]:
+        return self._timed("ping", self.inner.ping())

@@ -79,7 +79,7 @@ async def test_an_unexpected_error_is_a_500_problem_without_internals() -> None:
 
 @pytest.fixture
 async def guarded() -> AsyncIterator[httpx.AsyncClient]:
-    async for client in open_client(Settings(auth_token="s3cret-token")):
+    async for client in open_client(Settings(auth_token="s3cret-token", enable_reset=True)):
         yield client
 
 

@@ -17,9 +17,9 @@ from kv.domain.commands import Create, Delete, Get, Put
 from kv.domain.errors import StorageUnavailable
 from kv.domain.model import Key
 from kv.domain.service import KVService
-from kv.entrypoints.cli import main, shared_metrics_directory
-from kv.entrypoints.http import create_app, instrument
-from kv.metrics import MULTIPROC_DIR_VARIABLE, InstrumentedRepository, Metrics, strip_convertors
+from kv.entrypoints.cli import METRICS_DIR_VARIABLE, main, shared_metrics_directory
+from kv.entrypoints.http import create_app
+from kv.metrics import Metrics, strip_convertors
 from tests.conftest import open_client
 from tests.unit.test_errors_and_auth import UnavailableRepository, client_on
 
@@ -94,9 +94,7 @@ async def test_latency_histograms_have_buckets_and_sums() -> None:
 def timed_service(repository: MemoryRepository) -> tuple[KVService, Metrics]:
     """A service as the app builds it for a backend over the network: calls timed."""
     metrics = Metrics(backend="redis")
-    service = instrument(KVService(repository), metrics, "redis")
-    assert isinstance(service.repository, InstrumentedRepository)
-    return service, metrics
+    return KVService(metrics.instrument(repository)), metrics
 
 
 async def test_backend_calls_are_timed_by_backend_and_operation() -> None:
@@ -201,7 +199,7 @@ def test_the_children_cache_stays_small_whatever_methods_clients_send() -> None:
     metrics.observe_request("/kv/{key:anypath}", "GET", 200, 0.001)
     text = metrics.render(None)[0].decode()
     assert 'kv_http_requests_total{method="other",route="/kv/{key}",status="405"} 100.0' in text
-    assert len(metrics._http) == 2
+    assert len(metrics.snapshot()["http"]) == 2
 
 
 def test_route_templates_lose_their_convertors() -> None:
@@ -211,19 +209,19 @@ def test_route_templates_lose_their_convertors() -> None:
 
 
 def test_several_processes_add_up_in_multiprocess_mode(tmp_path: Path) -> None:
-    """With PROMETHEUS_MULTIPROC_DIR, values go to files there and /metrics sums all of
-    them: two processes, one request each, are counted twice."""
+    """With KV_METRICS_DIR, each process writes its series to a file there and /metrics sums
+    all of them: two processes, one request each, are counted twice."""
     code = (
-        "import asyncio, sys\n"
+        "import asyncio, os, sys\n"
         "from tests.conftest import open_client\n"
         "from kv.container import Settings\n"
         "async def main():\n"
-        "    async for client in open_client(Settings()):\n"
+        "    async for client in open_client(Settings.from_env(os.environ)):\n"
         "        await client.get('/health')\n"
         "        sys.stdout.write((await client.get('/metrics')).text)\n"
         "asyncio.run(main())\n"
     )
-    environ = {**os.environ, MULTIPROC_DIR_VARIABLE: str(tmp_path), "KV_LOG_LEVEL": "WARNING"}
+    environ = {**os.environ, METRICS_DIR_VARIABLE: str(tmp_path), "KV_LOG_LEVEL": "WARNING"}
     outputs = [
         subprocess.run(
             [sys.executable, "-c", code],
@@ -235,7 +233,7 @@ def test_several_processes_add_up_in_multiprocess_mode(tmp_path: Path) -> None:
         ).stdout
         for _ in range(2)
     ]
-    assert list(tmp_path.glob("*.db")), "no multiprocess files were written"
+    assert len(list(tmp_path.glob("*.json"))) == 2, "each process writes one file"
     health = 'kv_http_requests_total{method="GET",route="/health",status="200"}'
     assert re.search(re.escape(health) + r" 1\.0", outputs[0]), outputs[0]
     assert re.search(re.escape(health) + r" 2\.0", outputs[1]), outputs[1]
@@ -247,15 +245,15 @@ def test_several_processes_add_up_in_multiprocess_mode(tmp_path: Path) -> None:
 def test_kv_serve_with_several_workers_gets_a_shared_metrics_directory(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.delenv(MULTIPROC_DIR_VARIABLE, raising=False)
+    monkeypatch.delenv(METRICS_DIR_VARIABLE, raising=False)
     with shared_metrics_directory(True) as directory:
         assert directory is not None and os.path.isdir(directory)
-        assert os.environ[MULTIPROC_DIR_VARIABLE] == directory
+        assert os.environ[METRICS_DIR_VARIABLE] == directory
     assert not os.path.exists(directory)
-    assert MULTIPROC_DIR_VARIABLE not in os.environ
+    assert METRICS_DIR_VARIABLE not in os.environ
     with shared_metrics_directory(False) as directory:
-        assert directory is None and MULTIPROC_DIR_VARIABLE not in os.environ
-    monkeypatch.setenv(MULTIPROC_DIR_VARIABLE, "/srv/metrics")
+        assert directory is None and METRICS_DIR_VARIABLE not in os.environ
+    monkeypatch.setenv(METRICS_DIR_VARIABLE, "/srv/metrics")
     with shared_metrics_directory(True) as directory:
         assert directory == "/srv/metrics"  # the user's own, left as it is
 
@@ -263,8 +261,8 @@ def test_kv_serve_with_several_workers_gets_a_shared_metrics_directory(
 def test_kv_serve_refuses_a_shared_metrics_directory_that_does_not_exist(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv(MULTIPROC_DIR_VARIABLE, "/nonexistent/kv-metrics")
+    monkeypatch.setenv(METRICS_DIR_VARIABLE, "/nonexistent/kv-metrics")
     assert main(["serve"]) == 2
-    assert "PROMETHEUS_MULTIPROC_DIR='/nonexistent/kv-metrics' is not a directory" in (
+    assert "KV_METRICS_DIR='/nonexistent/kv-metrics' is not a directory" in (
         capsys.readouterr().err
     )

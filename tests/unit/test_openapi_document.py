@@ -15,13 +15,14 @@ from starlette.routing import Route
 from kv.container import Settings
 from kv.domain.errors import InvalidKey
 from kv.domain.model import MAX_KEY_BYTES, parse_key
+from kv.entrypoints.docs import DOCS_ASSETS_PATH
 from kv.entrypoints.http import create_app
 from kv.entrypoints.openapi import (
-    DOCS_ASSETS_PATH,
     IF_MATCH_PATTERN,
     KEY_PATTERN,
     build_document,
 )
+from kv.entrypoints.operations import operations
 from kv.entrypoints.problems import problem_body
 from kv.metrics import strip_convertors
 from tests.conftest import open_client
@@ -31,13 +32,10 @@ SETTINGS = [
     Settings(auth_token="t"),
     Settings(enable_reset=True, metrics=False),
 ]
-DATA_PREFIXES = ("/kv", "/v1", "/_reset")
 
 
-# The routes the v1 branch adds (CONTRACT's /v1 and /_reset), documented ahead of them.
 def documented(settings: Settings) -> dict[str, Any]:
-    app = create_app(settings)
-    return build_document(settings, [getattr(route, "path", "") for route in app.routes])
+    return build_document(settings, operations(settings))
 
 
 @pytest.mark.parametrize("settings", SETTINGS)
@@ -70,12 +68,13 @@ def test_v1_and_reset_appear_with_their_routes_and_reset_only_when_enabled() -> 
     assert set(on["/_reset"]) == {"get", "post"}
     off = documented(Settings(enable_reset=False))["paths"]
     assert "/_reset" not in off and "/v1/" in off
-    # The document follows the routes it is given: no /v1 or /_reset without their routes.
-    bare = build_document(Settings(enable_reset=True), ["/kv", "/kv/{key:anypath}"])
-    assert not {"/v1/", "/_reset"} & bare["paths"].keys()
+    # The document follows the table it is given: no /v1 or /_reset without their operations.
+    kv_only = [op for op in operations(Settings(enable_reset=True)) if op.path.startswith("/kv")]
+    bare = build_document(Settings(enable_reset=True), kv_only)
+    assert set(bare["paths"]) == {"/kv", "/kv/{key}"}
 
 
-def operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+def documented_operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
     return [
         (path, method, operation)
         for path, item in document["paths"].items()
@@ -84,11 +83,14 @@ def operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]
 
 
 def test_with_a_token_every_data_operation_needs_bearer_and_may_answer_401() -> None:
-    document = documented(Settings(auth_token="t", enable_reset=True))
+    settings = Settings(auth_token="t", enable_reset=True)
+    document = documented(settings)
     scheme = document["components"]["securitySchemes"]["bearer"]
     assert scheme == {**scheme, "type": "http", "scheme": "bearer"}
-    for path, method, operation in operations(document):
-        protected = path.startswith(DATA_PREFIXES)
+    data = {(op.path, op.method.lower()) for op in operations(settings) if op.data}
+    assert {path for path, _ in data} >= {"/kv", "/kv/{key}", "/v1/", "/v1/{key}", "/_reset"}
+    for path, method, operation in documented_operations(document):
+        protected = (path, "get" if method == "head" else method) in data
         assert ("security" in operation) is protected, (path, method)
         assert ("401" in operation["responses"]) is protected, (path, method)
 

@@ -1,26 +1,14 @@
 """The operation log: one INFO line per operation with its fields, never the value."""
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from loguru import logger
 
 from kv.container import Settings
 from kv.logs import OperationLog
 from tests.conftest import open_client
-
-
-@pytest.fixture
-def lines() -> Iterator[list[str]]:
-    """Every line loguru writes while the test runs (raw batches split into lines)."""
-    captured: list[str] = []
-    handler = logger.add(lambda m: captured.extend(str(m).splitlines()), format="{message}")
-    yield captured
-    logger.remove(handler)
-
 
 SECRET_VALUE = "do-not-log-this-value"
 

@@ -93,7 +93,7 @@ async def test_the_token_is_compared_with_compare_digest(monkeypatch: pytest.Mon
     async def send(message: Message) -> None:
         sent.append(message)
 
-    guard = middleware.BearerAuthMiddleware(app, token="t0ken")
+    guard = middleware.BearerAuth(app, token="t0ken")
     scope = {"type": "http", "path": "/kv/a", "headers": [(b"authorization", b"Bearer t0kex")]}
     await guard(scope, receive, send)
     assert calls == [(b"Bearer t0kex", b"Bearer t0ken")]

@@ -14,7 +14,8 @@ from kv.container import BACKENDS, ConfigError, Settings
 from kv.entrypoints.check import DEFAULT_TIMEOUT
 from kv.entrypoints.check import main as run_check_command
 from kv.entrypoints.protocol import protocol_factory
-from kv.metrics import MULTIPROC_DIR_VARIABLE
+
+METRICS_DIR_VARIABLE = "KV_METRICS_DIR"
 
 # On SIGTERM, requests in flight get this long to finish before their connections are closed.
 GRACEFUL_SHUTDOWN_SECONDS = 10
@@ -72,9 +73,9 @@ def serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"kv: {exc}", file=sys.stderr)
         return 2
-    shared = os.environ.get(MULTIPROC_DIR_VARIABLE)
+    shared = settings.metrics_dir
     if settings.metrics and shared and not os.path.isdir(shared):
-        print(f"kv: {MULTIPROC_DIR_VARIABLE}={shared!r} is not a directory", file=sys.stderr)
+        print(f"kv: {METRICS_DIR_VARIABLE}={shared!r} is not a directory", file=sys.stderr)
         return 2
     from kv.entrypoints.http import create_app
 
@@ -122,20 +123,19 @@ def check(args: argparse.Namespace) -> int:
 def shared_metrics_directory(enabled: bool) -> Iterator[str | None]:
     """Where the worker processes write their metrics so that /metrics adds them all up.
 
-    prometheus-client's multiprocess mode: `PROMETHEUS_MULTIPROC_DIR` when the user gives one
-    (it must be emptied between runs), else a new temporary directory, removed at exit. The
-    workers inherit the variable and read it when they import prometheus-client.
+    `KV_METRICS_DIR` when the user gives one (it must be emptied between runs), else a new
+    temporary directory, removed at exit. The workers inherit the variable.
     """
-    given = os.environ.get(MULTIPROC_DIR_VARIABLE)
+    given = os.environ.get(METRICS_DIR_VARIABLE)
     if not enabled or given:
         yield given
         return
     with tempfile.TemporaryDirectory(prefix="kv-metrics-") as directory:
-        os.environ[MULTIPROC_DIR_VARIABLE] = directory
+        os.environ[METRICS_DIR_VARIABLE] = directory
         try:
             yield directory
         finally:
-            del os.environ[MULTIPROC_DIR_VARIABLE]
+            del os.environ[METRICS_DIR_VARIABLE]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,8 +1,11 @@
-"""RFC 9457 problem details: the one shape of every error response."""
+"""RFC 9457 problem details: the one shape of every error response, and the wording of the
+domain's errors."""
 
+import http
 from typing import Any
 
 import orjson
+from starlette.responses import Response
 
 from kv.domain.errors import (
     Failure,
@@ -29,6 +32,24 @@ def problem_body(status: int, title: str, detail: str, *, key: str | None = None
     if key is not None:
         problem["key"] = key
     return orjson.dumps(problem)
+
+
+def problem_response(
+    status: int,
+    title: str | None,
+    detail: str,
+    *,
+    key: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """A problem+json response; `title` defaults to the status's reason phrase."""
+    title = title or http.HTTPStatus(status).phrase
+    return Response(
+        problem_body(status, title, detail, key=key),
+        status_code=status,
+        media_type=MEDIA_TYPE,
+        headers=headers,
+    )
 
 
 class HTTPProblem(Exception):

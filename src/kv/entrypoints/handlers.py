@@ -1,0 +1,135 @@
+"""The handlers of the operations: parse the request into a command, call the service once,
+serialize the answer. kv.entrypoints.operations says which handler serves which route."""
+
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+from kv import __version__
+from kv.domain.commands import Create, Delete, Get, Put
+from kv.domain.model import Record, parse_key
+from kv.entrypoints.problems import BadRequest
+from kv.entrypoints.requests import Call, encode_value, utf8_size
+
+JSON = "application/json"
+
+
+class RecordResponse(Response):
+    """A 200 JSON body with a record's ETag, headers built directly (the hot path's response)."""
+
+    media_type = JSON
+
+    def __init__(self, body: bytes, revision: int) -> None:
+        self.status_code = 200
+        self.background = None
+        self.body = body
+        self.raw_headers = [
+            (b"content-length", b"%d" % len(body)),
+            (b"content-type", b"application/json"),
+            (b"etag", b'"%d"' % revision),
+        ]
+
+
+def record_response(record: Record) -> Response:
+    body = b'{"key":%b,"value":%b,"revision":%d}' % (
+        orjson.dumps(record.key),
+        record.value.encode(),
+        record.revision,
+    )
+    return RecordResponse(body, record.revision)
+
+
+def deleted_response(key: str, revision: int) -> Response:
+    return RecordResponse(b'{"key":%b,"revision":%d}' % (orjson.dumps(key), revision), revision)
+
+
+def json_response(content: Any) -> Response:
+    return Response(orjson.dumps(content), media_type=JSON)
+
+
+# --- single keys ----------------------------------------------------------------------------
+
+
+async def create(call: Call) -> Response:
+    data, body = await call.json_object(("key", "value"), ("key", "value"))
+    key = data["key"]
+    call.key = key if isinstance(key, str) else None
+    command = Create(parse_key(key), encode_value(data["value"], body))
+    call.size = utf8_size(command.value)
+    return record_response(await call.service.create(command))
+
+
+async def get(call: Call) -> Response:
+    key = call.path_key()
+    record = await call.service.get(Get(key))
+    call.size = utf8_size(record.value)
+    return record_response(record)
+
+
+async def overwrite(call: Call) -> Response:
+    """/kv's PUT: replace a present key, at the If-Match revision when one is given."""
+    return await _put(call, upsert=False)
+
+
+async def upsert(call: Call) -> Response:
+    """/v1's PUT: create or overwrite (with If-Match, /kv's compare-and-set)."""
+    return await _put(call, upsert=True)
+
+
+async def _put(call: Call, *, upsert: bool) -> Response:
+    key = call.path_key()
+    data, body = await call.json_object(("value", "key"), ("value",))
+    if "key" in data and data["key"] != key:
+        raise BadRequest(f"the body's key {data['key']!r} differs from the key in the path")
+    command = Put(key, encode_value(data["value"], body), call.if_match(), upsert)
+    call.size = utf8_size(command.value)
+    return record_response(await call.service.put(command))
+
+
+async def delete(call: Call) -> Response:
+    key = call.path_key()
+    revision = await call.service.delete(Delete(key, call.if_match()))
+    return deleted_response(key, revision)
+
+
+# --- the whole store and the service --------------------------------------------------------
+
+
+async def reset(call: Call) -> Response:
+    """Delete every key (routed only when `KV_ENABLE_RESET` is true)."""
+    await call.service.clear()
+    return json_response({"status": "reset"})
+
+
+async def service_info(call: Call) -> Response:
+    backend = call.settings.backend
+    return json_response({"service": "kv", "version": __version__, "backend": backend})
+
+
+async def health(_: Call) -> Response:
+    return json_response({"status": "ok"})
+
+
+async def ready(call: Call) -> Response:
+    await call.service.ping()
+    return json_response({"status": "ready", "backend": call.settings.backend})
+
+
+# What is served the same way whether the app has started or not, on the app's own state.
+
+
+async def metrics(call: Call) -> Response:
+    accept = call.header(b"accept")
+    body, content_type = call.scope["app"].state.metrics.render(
+        None if accept is None else accept.decode("latin-1")
+    )
+    return Response(body, headers={"content-type": content_type})
+
+
+async def openapi(call: Call) -> Response:
+    return Response(call.scope["app"].state.openapi, media_type=JSON)
+
+
+async def docs(call: Call) -> Response:
+    return Response(call.scope["app"].state.docs, media_type="text/html")

@@ -487,3 +487,28 @@ async def test_a_value_near_the_body_limit_round_trips(
     read = await client.get(url(key))
     assert read.status_code == 200
     assert read.json()["value"] == [1e15] * count
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/kv%2F{k}", "/%6Bv/{k}", "/%6B%76/{k}", "/v1%2F{k}", "/%76%31/{k}", "/kv%2f{k}"],
+)
+async def test_a_route_prefix_that_matches_only_once_decoded_is_no_route(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    # Keys such a path would otherwise have named, had the key been cut at a fixed offset.
+    for key in ("2Fk", "v/k", "k", "1/k", "2fk", "%76/k"):
+        await client.post("/kv", json={"key": key, "value": "must stay"})
+    url = path.format(k="k")
+    for method in ("GET", "PUT", "DELETE", "HEAD"):
+        response = await client.request(method, url, json={"value": "overwritten"})
+        assert response.status_code == 404, (method, url, response.text)
+    for key in ("2Fk", "v/k", "k", "1/k", "2fk", "%76/k"):
+        assert (await client.get(f"/kv/{quote(key, safe='/')}")).json()["value"] == "must stay"
+
+
+async def test_a_fixed_route_must_be_sent_as_it_is_written(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/%68ealth")).status_code == 404
+    assert (await client.get("/health")).status_code == 200
+    assert (await client.post("/v1%2F", json={"key": "x", "value": 1})).status_code == 404
+    assert (await client.post("/v1/", json={"key": "x", "value": 1})).status_code == 200

@@ -39,7 +39,7 @@ from kv.entrypoints.middleware import REQUEST_ID, BearerAuth, RequestContextMidd
 from kv.entrypoints.openapi import document
 from kv.entrypoints.operations import Operation, operations
 from kv.entrypoints.problems import HTTPProblem, MethodNotAllowed, describe, problem_response
-from kv.entrypoints.requests import Call, NoSuchRoute
+from kv.entrypoints.requests import Call
 from kv.logs import OperationLog, configure_logging, remove_handlers
 from kv.metrics import Metrics
 
@@ -81,10 +81,17 @@ class OperationsOfPath:
             if op.method == "GET" and op.safe:
                 self.by_method["HEAD"] = op
         self.allowed = tuple(self.by_method)
-        self.prefix = path.split("{", 1)[0].encode()
+        literal, key, _ = path.partition("{")
+        self.prefix = literal.encode()
+        self.exact = not key  # no {key}: the whole path is literal
+        if self.exact:
+            self.prefix = (literal.rstrip("/") or "/").encode()
         self.log = log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self._literally_matched(scope.get("raw_path")):
+            await _no_route(scope)(scope, receive, send)
+            return
         started = time.perf_counter()
         op = self.by_method.get(scope["method"])
         call = Call(scope, receive, self.prefix)
@@ -103,8 +110,6 @@ class OperationsOfPath:
             except ClientDisconnect:
                 # Nobody reads this answer; 400 keeps the log honest about an incomplete body.
                 response = problem_response(400, "Bad Request", "the client left mid-body")
-            except NoSuchRoute:
-                response = _no_route(scope)
             status = response.status_code
             await response(scope, receive, send)
         finally:
@@ -112,6 +117,14 @@ class OperationsOfPath:
                 elapsed_ms = (time.perf_counter() - started) * 1000
                 request_id = scope.get(REQUEST_ID, "-")
                 self.log.record(op.name, call.key, status, elapsed_ms, request_id, call.size)
+
+    def _literally_matched(self, raw: bytes | None) -> bool:
+        """Whether the path as sent (before percent-decoding, which the router matched)
+        has this route's literal part: `/kv%2Fa` or `/%6Bv/a` decode to `/kv/a` but are
+        not `/kv/{key}` (and would otherwise name the key `2Fa` or `v/a`)."""
+        if raw is None:  # a server that gives no raw path: the decoded one is all there is
+            return True
+        return raw == self.prefix if self.exact else raw.startswith(self.prefix)
 
 
 def _domain_problem(call: Call, error: KVError) -> Response:

@@ -64,17 +64,14 @@ class Call:
     def path_key(self) -> Key:
         """The key in the URL (the route's `key` parameter), percent-decoded as UTF-8.
 
-        Read from `raw_path`, so that invalid UTF-8 is a 400 rather than a replacement
-        character, after the route's own prefix as sent: a prefix that only matched once
-        decoded (`/kv%2Fa`, `/%6Bv/a`) is no route at all.
+        Read from `raw_path` (which starts with the route's prefix as sent: see
+        OperationsOfPath), so that invalid UTF-8 is a 400 rather than a replacement character.
         """
         scope, prefix = self.scope, self.prefix
         raw: bytes | None = scope.get("raw_path")
         if raw is None:  # not given by every server; the decoded path then
             raw_key: str = scope["path"][len(prefix) :]
         else:
-            if not raw.startswith(prefix):
-                raise NoSuchRoute()
             raw = raw[len(prefix) :]
             try:
                 raw_key = (unquote_to_bytes(raw) if b"%" in raw else raw).decode("utf-8")
@@ -156,10 +153,6 @@ class Call:
         if missing:
             raise BadRequest(f"missing field(s) {', '.join(map(repr, missing))}")
         return data, body
-
-
-class NoSuchRoute(Exception):
-    """The path matched a route only once decoded: answered 404 like an unmatched path."""
 
 
 def parse_json(body: bytes) -> Any:

@@ -15,6 +15,7 @@ import pytest
 from asgi_lifespan import LifespanManager
 
 from kv.container import Settings
+from kv.domain.model import Key
 from kv.entrypoints.http import create_app
 
 # The live servers' fixtures (`<backend>_server`), one plugin per backend, one line each.
@@ -45,13 +46,16 @@ def settings(backend: str, backend_settings: dict[str, Any]) -> Settings:
     return Settings(**{"backend": backend, **backend_settings})
 
 
+Unique = Callable[[str], Key]
+
+
 @pytest.fixture
-def unique() -> Callable[[str], str]:
+def unique() -> Unique:
     """Keys no other test uses, so suites can share one live server."""
     prefix = uuid.uuid4().hex[:10]
 
-    def make(name: str = "k") -> str:
-        return f"{prefix}/{name}"
+    def make(name: str = "k") -> Key:
+        return Key(f"{prefix}/{name}")
 
     return make
 

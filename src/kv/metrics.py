@@ -22,9 +22,9 @@ import asyncio
 import os
 import re
 from bisect import bisect_left
-from collections.abc import Iterable, Sized
+from collections.abc import AsyncGenerator, Awaitable, Coroutine, Iterable, Sequence, Sized
 from time import perf_counter
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, values
 from prometheus_client.exposition import choose_encoder
@@ -32,7 +32,7 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from kv.domain.model import Record, Stale
+from kv.domain.model import Change, Key, Page, Record, Stale, TxnAbort, TxnOp, TxnResult
 from kv.domain.ports import Repository
 
 MULTIPROC_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
@@ -49,7 +49,19 @@ KNOWN_METHODS = frozenset(
 OTHER_METHOD = "other"
 UNMATCHED_ROUTE = "unmatched"
 
-BACKEND_OPERATIONS = ("get", "create", "replace", "upsert", "delete", "clear", "ping")
+BACKEND_OPERATIONS = (
+    "get",
+    "create",
+    "replace",
+    "upsert",
+    "delete",
+    "list",
+    "transact",
+    "clear",
+    "ping",
+)
+
+T = TypeVar("T")
 
 _CONVERTOR = re.compile(r"\{(\w+):\w+\}")
 
@@ -244,87 +256,70 @@ class KeyCountCollector(Collector):
 class InstrumentedRepository:
     """A repository that times every call to `inner` and counts the calls that raise.
 
-    Cancellation (a client gone, a timeout above) is timed but not counted as an error.
+    Cancellation (a client gone, a timeout above) is timed but not counted as an error. The
+    change feed is passed through untimed: it is one long-lived subscription, not a call.
     """
 
     def __init__(self, inner: Repository, calls: dict[str, Series]) -> None:
         self.inner = inner
-        self._get, self._create, self._replace = calls["get"], calls["create"], calls["replace"]
-        self._upsert, self._delete = calls["upsert"], calls["delete"]
-        self._clear, self._ping = calls["clear"], calls["ping"]
+        self._calls = calls
 
-    def __getattr__(self, name: str) -> Any:
-        # Anything the port grows later still reaches the backend, untimed until listed here.
-        return getattr(self.inner, name)
-
-    async def get(self, key: str) -> Record | None:
+    async def _timed(self, operation: str, call: Awaitable[T]) -> T:
+        series = self._calls[operation]
         started = perf_counter()
         try:
-            return await self.inner.get(key)
+            return await call
         except Exception:
-            self._get.errors += 1
+            series.errors += 1
             raise
         finally:
-            self._get.add(perf_counter() - started)
+            series.add(perf_counter() - started)
 
-    async def create(self, key: str, value: str) -> Record | None:
-        started = perf_counter()
-        try:
-            return await self.inner.create(key, value)
-        except Exception:
-            self._create.errors += 1
-            raise
-        finally:
-            self._create.add(perf_counter() - started)
+    def get(self, key: Key) -> Coroutine[Any, Any, Record | None]:
+        return self._timed("get", self.inner.get(key))
 
-    async def replace(
-        self, key: str, value: str, *, expected_revision: int | None = None
-    ) -> Record | Stale | None:
-        started = perf_counter()
-        try:
-            return await self.inner.replace(key, value, expected_revision=expected_revision)
-        except Exception:
-            self._replace.errors += 1
-            raise
-        finally:
-            self._replace.add(perf_counter() - started)
+    def create(
+        self, key: Key, value: str, *, ttl_ms: int | None = None
+    ) -> Coroutine[Any, Any, Record | None]:
+        return self._timed("create", self.inner.create(key, value, ttl_ms=ttl_ms))
 
-    async def upsert(self, key: str, value: str) -> Record:
-        started = perf_counter()
-        try:
-            return await self.inner.upsert(key, value)
-        except Exception:
-            self._upsert.errors += 1
-            raise
-        finally:
-            self._upsert.add(perf_counter() - started)
+    def replace(
+        self,
+        key: Key,
+        value: str,
+        *,
+        expected_revision: int | None = None,
+        ttl_ms: int | None = None,
+    ) -> Coroutine[Any, Any, Record | Stale | None]:
+        call = self.inner.replace(key, value, expected_revision=expected_revision, ttl_ms=ttl_ms)
+        return self._timed("replace", call)
 
-    async def delete(self, key: str, *, expected_revision: int | None = None) -> int | Stale | None:
-        started = perf_counter()
-        try:
-            return await self.inner.delete(key, expected_revision=expected_revision)
-        except Exception:
-            self._delete.errors += 1
-            raise
-        finally:
-            self._delete.add(perf_counter() - started)
+    def upsert(
+        self, key: Key, value: str, *, ttl_ms: int | None = None
+    ) -> Coroutine[Any, Any, Record]:
+        return self._timed("upsert", self.inner.upsert(key, value, ttl_ms=ttl_ms))
 
-    async def clear(self) -> None:
-        started = perf_counter()
-        try:
-            await self.inner.clear()
-        except Exception:
-            self._clear.errors += 1
-            raise
-        finally:
-            self._clear.add(perf_counter() - started)
+    def delete(
+        self, key: Key, *, expected_revision: int | None = None
+    ) -> Coroutine[Any, Any, int | Stale | None]:
+        return self._timed("delete", self.inner.delete(key, expected_revision=expected_revision))
 
-    async def ping(self) -> None:
-        started = perf_counter()
-        try:
-            await self.inner.ping()
-        except Exception:
-            self._ping.errors += 1
-            raise
-        finally:
-            self._ping.add(perf_counter() - started)
+    def list(
+        self, prefix: str, *, after: str | None, limit: int, values: bool
+    ) -> Coroutine[Any, Any, Page]:
+        call = self.inner.list(prefix, after=after, limit=limit, values=values)
+        return self._timed("list", call)
+
+    def transact(
+        self, operations: Sequence[TxnOp]
+    ) -> Coroutine[Any, Any, Sequence[TxnResult] | TxnAbort]:
+        return self._timed("transact", self.inner.transact(operations))
+
+    def changes(self) -> AsyncGenerator[Sequence[Change], None]:
+        return self.inner.changes()
+
+    def clear(self) -> Coroutine[Any, Any, None]:
+        return self._timed("clear", self.inner.clear())
+
+    def ping(self) -> Coroutine[Any, Any, None]:
+        return self._timed("ping", self.inner.ping())

@@ -19,7 +19,7 @@ import pytest
 from kv.adapters import redis as adapter
 from kv.container import Settings, build_container, start_service, stop_service
 from kv.domain.errors import Failure, StorageUnavailable
-from kv.domain.model import Record, Stale
+from kv.domain.model import Key, Record, Stale
 from kv.domain.ports import Repository
 from tests.servers.redis import RedisServer
 
@@ -151,7 +151,7 @@ async def test_a_batch_answers_like_its_calls_made_one_after_the_other(
             answers, expected = await run_round(repository, model, operations)
             assert answers == expected, operations
         for key in keys:
-            assert await repository.get(key) == model.get(key)
+            assert await repository.get(Key(key)) == model.get(key)
     assert max(batches) > 40  # the calls did share round trips
 
 
@@ -183,17 +183,17 @@ async def test_a_failing_command_fails_only_its_caller(
     with redis_server.client() as raw:
         raw.rpush(prefix + "list", "not a kv record")  # every kv command on it is an error
     async with repository_on(url_of(redis_server), prefix) as repository:
-        await repository.create("ok", "1")
+        await repository.create(Key("ok"), "1")
         calls: list[Coroutine[Any, Any, Any]] = [
-            repository.get("ok"),
-            repository.get("list"),
-            repository.upsert("ok", "2"),
-            repository.upsert("list", "2"),
-            repository.replace("list", "3", expected_revision=1),
-            repository.replace("ok", "3", expected_revision=2),
-            repository.delete("list"),
-            repository.get("ok"),
-            repository.get("\ud800"),  # cannot be sent at all (the domain never passes one)
+            repository.get(Key("ok")),
+            repository.get(Key("list")),
+            repository.upsert(Key("ok"), "2"),
+            repository.upsert(Key("list"), "2"),
+            repository.replace(Key("list"), "3", expected_revision=1),
+            repository.replace(Key("ok"), "3", expected_revision=2),
+            repository.delete(Key("list")),
+            repository.get(Key("ok")),
+            repository.get(Key("\ud800")),  # cannot be sent at all (the domain never passes one)
         ]
         answers = await asyncio.gather(*calls, return_exceptions=True)
     assert batches[-1] == len(calls) - 1
@@ -267,22 +267,24 @@ async def test_a_cut_connection_resends_the_reads_once_and_never_the_writes(
         CuttingRelay(redis_server.port) as relay,
         repository_on(relay.url, prefix) as repository,
     ):
-        await repository.create("read", "1")
+        await repository.create(Key("read"), "1")
         relay.cuts = 1
         read, write = await asyncio.gather(
-            repository.get("read"), repository.upsert("write", "1"), return_exceptions=True
+            repository.get(Key("read")),
+            repository.upsert(Key("write"), "1"),
+            return_exceptions=True,
         )
         assert read == Record("read", "1", 1)  # sent again, on a new connection
         assert isinstance(write, StorageUnavailable)
         assert write.failure is Failure.UNREACHABLE and write.outcome_unknown
-        assert await repository.get("write") == Record("write", "1", 1)  # applied once only
+        assert await repository.get(Key("write")) == Record("write", "1", 1)  # applied once only
         assert batches[-3:] == [2, 1, 1]  # both; the read again; the check
 
         relay.cuts = 2  # the read's second connection dies too: then it fails
         with pytest.raises(StorageUnavailable) as failure:
-            await repository.get("read")
+            await repository.get(Key("read"))
         assert not failure.value.outcome_unknown
-        assert await repository.get("read") == Record("read", "1", 1)
+        assert await repository.get(Key("read")) == Record("read", "1", 1)
 
 
 async def test_every_call_fails_within_the_timeout_while_redis_is_paused(
@@ -301,18 +303,18 @@ async def test_every_call_fails_within_the_timeout_while_redis_is_paused(
 
     def wave(repository: Repository, n: int) -> list[Coroutine[Any, Any, Any]]:
         operations: list[Callable[[int], Coroutine[Any, Any, Any]]] = [
-            lambda i: repository.get(f"k{i}"),
-            lambda i: repository.create(f"k{i}", "1"),
-            lambda i: repository.replace(f"k{i}", "1"),
-            lambda i: repository.upsert(f"k{i}", "1"),
-            lambda i: repository.delete(f"k{i}"),
+            lambda i: repository.get(Key(f"k{i}")),
+            lambda i: repository.create(Key(f"k{i}"), "1"),
+            lambda i: repository.replace(Key(f"k{i}"), "1"),
+            lambda i: repository.upsert(Key(f"k{i}"), "1"),
+            lambda i: repository.delete(Key(f"k{i}")),
         ]
         return [timed(operations[i % len(operations)](i)) for i in range(n)]
 
     async with repository_on(
         url_of(server), unique_prefix(), backend_timeout=TIMEOUT
     ) as repository:
-        await repository.upsert("k0", "0")
+        await repository.upsert(Key("k0"), "0")
         server.pause()
         try:
             waves = []
@@ -331,7 +333,7 @@ async def test_every_call_fails_within_the_timeout_while_redis_is_paused(
             # 2,800 callers woken at once on two shared cores: twice the usual slack (it failed
             # once at 1.004 s against 1.0 s while another suite loaded the machine).
             assert elapsed < TIMEOUT + 2 * SLACK, elapsed
-        assert await repository.get("k0") is not None  # recovered: it answers again
+        assert await repository.get(Key("k0")) is not None  # recovered: it answers again
     assert max(batches) == adapter.MAX_BATCH
 
 
@@ -342,10 +344,10 @@ async def test_beyond_the_queue_bound_a_call_fails_at_once(
     async with repository_on(
         url_of(server), unique_prefix(), backend_timeout=TIMEOUT
     ) as repository:
-        await repository.upsert("k", "0")
+        await repository.upsert(Key("k"), "0")
         server.pause()
         try:
-            calls = [repository.get("k") for _ in range(adapter.MAX_QUEUED + 100)]
+            calls = [repository.get(Key("k")) for _ in range(adapter.MAX_QUEUED + 100)]
             tasks = [asyncio.ensure_future(call) for call in calls]
             await asyncio.sleep(0)  # one turn of the event loop: every call has been made
             refused = [task for task in tasks if task.done()]
@@ -371,11 +373,11 @@ async def test_closing_fails_pending_calls_in_time_and_leaves_no_task(
         Settings(backend="redis", redis_url=url_of(server), backend_timeout=TIMEOUT)
     )
     repository = (await start_service(container)).repository
-    await repository.upsert("k0", "0")
+    await repository.upsert(Key("k0"), "0")
     tasks_before = asyncio.all_tasks()
     server.pause()
     try:
-        pending = [asyncio.ensure_future(repository.upsert(f"k{i}", "1")) for i in range(600)]
+        pending = [asyncio.ensure_future(repository.upsert(Key(f"k{i}"), "1")) for i in range(600)]
         await asyncio.sleep(0.05)  # the first batches are on their way
         start = time.monotonic()
         await stop_service(container)
@@ -384,6 +386,6 @@ async def test_closing_fails_pending_calls_in_time_and_leaves_no_task(
         assert all(isinstance(answer, StorageUnavailable) for answer in answers)
         assert asyncio.all_tasks() == tasks_before  # no flusher left behind
         with pytest.raises(StorageUnavailable, match="shutting_down"):
-            await repository.get("k1")
+            await repository.get(Key("k1"))
     finally:
         server.resume()

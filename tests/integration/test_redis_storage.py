@@ -8,7 +8,7 @@ from typing import Any
 import redis
 
 from kv.container import Settings, build_container
-from kv.domain.model import Record, Stale
+from kv.domain.model import Key, Record, Stale
 from kv.domain.ports import Repository
 from tests.servers.redis import RedisClusterServer, RedisServer
 
@@ -33,8 +33,8 @@ async def test_a_record_is_one_string_under_the_prefix(redis_server: RedisServer
     prefix = unique_prefix()
     value = '{"a":[1,"é",null]}'
     async with repository_on(redis_server.settings(), prefix) as repository:
-        await repository.create("config/db", value)
-        await repository.replace("config/db", value)
+        await repository.create(Key("config/db"), value)
+        await repository.replace(Key("config/db"), value)
     with redis_server.client() as raw:
         assert raw.keys(prefix + "*") == [prefix + "config/db"]
         assert raw.type(prefix + "config/db") == "string"
@@ -50,11 +50,11 @@ async def test_clear_deletes_only_keys_under_the_prefix(redis_server: RedisServe
         raw.set("elsewhere:k", "someone else's")
         async with repository_on(redis_server.settings(), prefix) as repository:
             for i in range(2500):  # more than one SCAN batch
-                await repository.upsert(f"k{i}", "1")
+                await repository.upsert(Key(f"k{i}"), "1")
             owned = [key for key in raw.scan_iter(count=1000) if key.startswith(prefix)]
             assert len(owned) == 2500
             await repository.clear()
-            assert await repository.get("k0") is None
+            assert await repository.get(Key("k0")) is None
         assert not [key for key in raw.scan_iter(count=1000) if key.startswith(prefix)]
         assert raw.get(lookalike) == "someone else's"
         assert raw.get("elsewhere:k") == "someone else's"
@@ -65,26 +65,28 @@ async def test_scripts_are_loaded_again_after_the_server_forgets_them(
     redis_server: RedisServer,
 ) -> None:
     async with repository_on(redis_server.settings(), unique_prefix()) as repository:
-        await repository.create("k", "1")
+        await repository.create(Key("k"), "1")
         with redis_server.client() as raw:
             raw.script_flush()  # what a restarted or new server looks like
-            assert await repository.replace("k", "2", expected_revision=1) == Record("k", "2", 2)
+            assert await repository.replace(Key("k"), "2", expected_revision=1) == Record(
+                "k", "2", 2
+            )
             raw.script_flush()
-            assert await repository.upsert("k", "3") == Record("k", "3", 3)
+            assert await repository.upsert(Key("k"), "3") == Record("k", "3", 3)
             raw.script_flush()
-            assert await repository.delete("k", expected_revision=1) == Stale(3)
+            assert await repository.delete(Key("k"), expected_revision=1) == Stale(3)
             raw.script_flush()
-            assert await repository.delete("k", expected_revision=3) == 3
+            assert await repository.delete(Key("k"), expected_revision=3) == 3
 
 
 async def test_revisions_compare_exactly_beyond_float_precision(
     redis_server: RedisServer,
 ) -> None:
     async with repository_on(redis_server.settings(), unique_prefix()) as repository:
-        await repository.create("k", "1")
+        await repository.create(Key("k"), "1")
         huge = 2**63 + 1  # a client may send any If-Match; it must not collide with 1 as a float
-        assert await repository.replace("k", "2", expected_revision=huge) == Stale(1)
-        assert await repository.delete("k", expected_revision=huge) == Stale(1)
+        assert await repository.replace(Key("k"), "2", expected_revision=huge) == Stale(1)
+        assert await repository.delete(Key("k"), expected_revision=huge) == Stale(1)
 
 
 async def test_cluster_spreads_keys_over_its_masters(
@@ -93,7 +95,7 @@ async def test_cluster_spreads_keys_over_its_masters(
     prefix = unique_prefix()
     async with repository_on(redis_cluster_server.settings(), prefix) as repository:
         for i in range(60):
-            assert await repository.create(f"k{i}", str(i)) == Record(f"k{i}", str(i), 1)
+            assert await repository.create(Key(f"k{i}"), str(i)) == Record(f"k{i}", str(i), 1)
         per_node = [len(keys_on(node.port, prefix)) for node in redis_cluster_server.nodes]
         assert sum(per_node) == 60
         assert sum(1 for count in per_node if count > 0) >= 2, per_node

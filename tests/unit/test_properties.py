@@ -139,7 +139,7 @@ class ServiceMachine(RuleBasedStateMachine):
     @invariant()
     def every_key_agrees(self) -> None:
         for key in ("a", "b", "c/d", "é"):
-            stored = self.run(self.service.repository.get(key))
+            stored = self.run(self.service.repository.get(Key(key)))
             expected = self.model.get(key)
             assert (None if stored is None else (stored.value, stored.revision)) == expected
 

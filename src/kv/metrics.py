@@ -19,7 +19,7 @@ import contextlib
 import os
 import re
 from bisect import bisect_left
-from collections.abc import Awaitable, Coroutine, Iterable, Sized
+from collections.abc import AsyncGenerator, Awaitable, Coroutine, Iterable, Sequence, Sized
 from pathlib import Path
 from time import perf_counter
 from typing import Any, TypeVar
@@ -35,7 +35,7 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.registry import Collector
 
-from kv.domain.model import Key, Record, Stale
+from kv.domain.model import Change, Key, Page, Record, Stale, TxnAbort, TxnOp, TxnResult
 from kv.domain.ports import Repository
 
 PUBLISH_SECONDS = 1.0  # with several workers: how stale another worker's numbers may be
@@ -51,7 +51,17 @@ KNOWN_METHODS = frozenset(
 OTHER_METHOD = "other"
 UNMATCHED_ROUTE = "unmatched"
 
-BACKEND_OPERATIONS = ("get", "create", "replace", "upsert", "delete", "clear", "ping")
+BACKEND_OPERATIONS = (
+    "get",
+    "create",
+    "replace",
+    "upsert",
+    "delete",
+    "list",
+    "transact",
+    "clear",
+    "ping",
+)
 
 _CONVERTOR = re.compile(r"\{(\w+):\w+\}")
 T = TypeVar("T")
@@ -282,22 +292,46 @@ class InstrumentedRepository:
     def get(self, key: Key) -> Coroutine[Any, Any, Record | None]:
         return self._timed("get", self.inner.get(key))
 
-    def create(self, key: Key, value: str) -> Coroutine[Any, Any, Record | None]:
-        return self._timed("create", self.inner.create(key, value))
+    def create(
+        self, key: Key, value: str, *, ttl_ms: int | None = None
+    ) -> Coroutine[Any, Any, Record | None]:
+        return self._timed("create", self.inner.create(key, value, ttl_ms=ttl_ms))
 
     def replace(
-        self, key: Key, value: str, *, expected_revision: int | None = None
+        self,
+        key: Key,
+        value: str,
+        *,
+        expected_revision: int | None = None,
+        ttl_ms: int | None = None,
     ) -> Coroutine[Any, Any, Record | Stale | None]:
-        call = self.inner.replace(key, value, expected_revision=expected_revision)
+        call = self.inner.replace(key, value, expected_revision=expected_revision, ttl_ms=ttl_ms)
         return self._timed("replace", call)
 
-    def upsert(self, key: Key, value: str) -> Coroutine[Any, Any, Record]:
-        return self._timed("upsert", self.inner.upsert(key, value))
+    def upsert(
+        self, key: Key, value: str, *, ttl_ms: int | None = None
+    ) -> Coroutine[Any, Any, Record]:
+        return self._timed("upsert", self.inner.upsert(key, value, ttl_ms=ttl_ms))
 
     def delete(
         self, key: Key, *, expected_revision: int | None = None
     ) -> Coroutine[Any, Any, int | Stale | None]:
         return self._timed("delete", self.inner.delete(key, expected_revision=expected_revision))
+
+    def list(
+        self, prefix: str, *, after: str | None, limit: int, values: bool
+    ) -> Coroutine[Any, Any, Page]:
+        call = self.inner.list(prefix, after=after, limit=limit, values=values)
+        return self._timed("list", call)
+
+    def transact(
+        self, operations: Sequence[TxnOp]
+    ) -> Coroutine[Any, Any, Sequence[TxnResult] | TxnAbort]:
+        return self._timed("transact", self.inner.transact(operations))
+
+    def changes(self) -> AsyncGenerator[Sequence[Change], None]:
+        """The feed is one long subscription, not a call: passed through untimed."""
+        return self.inner.changes()
 
     def clear(self) -> Coroutine[Any, Any, None]:
         return self._timed("clear", self.inner.clear())

@@ -22,7 +22,7 @@ class UnavailableRepository(MemoryRepository):
             "driver secret: 10.0.0.7:3301 refused"
         )
 
-    async def create(self, key: str, value: str) -> Record | None:
+    async def create(self, key: str, value: str, *, ttl_ms: int | None = None) -> Record | None:
         return await self.get(key)
 
     async def ping(self) -> None:

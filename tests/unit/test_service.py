@@ -23,7 +23,7 @@ def service(repository: MemoryRepository) -> KVService:
 
 async def test_create_stores_revision_1(service: KVService, repository: MemoryRepository) -> None:
     assert await service.create(Create(A, "1")) == Record("a", "1", 1)
-    assert await repository.get("a") == Record("a", "1", 1)
+    assert await repository.get(Key("a")) == Record("a", "1", 1)
 
 
 async def test_create_of_an_existing_key_raises_and_keeps_the_value(
@@ -33,7 +33,7 @@ async def test_create_of_an_existing_key_raises_and_keeps_the_value(
     with pytest.raises(KeyExists) as caught:
         await service.create(Create(A, "2"))
     assert caught.value.key == "a"
-    assert await repository.get("a") == Record("a", "1", 1)
+    assert await repository.get(Key("a")) == Record("a", "1", 1)
 
 
 async def test_replace_of_a_missing_key_raises_and_creates_nothing(
@@ -52,7 +52,7 @@ async def test_replace_with_a_stale_revision_raises_with_both_revisions(
     with pytest.raises(RevisionMismatch) as caught:
         await service.put(Put(A, "3", if_match=1))
     assert (caught.value.key, caught.value.expected, caught.value.actual) == ("a", 1, 2)
-    assert await repository.get("a") == Record("a", "2", 2)
+    assert await repository.get(Key("a")) == Record("a", "2", 2)
 
 
 async def test_delete_returns_the_revision_and_then_misses(service: KVService) -> None:
@@ -70,7 +70,7 @@ async def test_delete_with_a_stale_revision_keeps_the_record(
     await service.create(Create(A, "1"))
     with pytest.raises(RevisionMismatch):
         await service.delete(Delete(A, if_match=2))
-    assert await repository.get("a") == Record("a", "1", 1)
+    assert await repository.get(Key("a")) == Record("a", "1", 1)
 
 
 async def test_upsert_creates_and_overwrites(service: KVService) -> None:

@@ -1,65 +1,299 @@
-"""The in-process backend: a dict.
+"""The in-process backend: a dict, with an ordered index of keys and one of expiry times.
 
 Atomicity: every method runs from start to end without an `await`, so on the event loop no
-other request can run between its check and its write. One process only (the container refuses
-more than one worker with this backend).
+other request can run between its check and its write; a transaction is applied the same
+way. One process only (the container refuses more than one worker with this backend).
+
+Listing: `sortedcontainers.SortedList` keeps the keys in order (code-point order, which is
+the order of their UTF-8 bytes), so a page is O(log n + limit). Only creations and deletions
+touch it; an overwrite is a dict assignment.
+
+Expiry, by this process's clock (`clock`, milliseconds since the epoch): a record is
+checked when met, and `sweep` (run every SWEEP_SECONDS by the resource below) removes the
+records whose time has come, in batches of SWEEP_BATCH with a turn of the event loop between
+them, found through a SortedList of (expires_at, key), never by a scan of every key.
 """
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 
-from kv.domain.model import Record, Stale
+from sortedcontainers import SortedList
+
+from kv.domain.errors import ChangesLost
+from kv.domain.model import (
+    Change,
+    Entry,
+    Key,
+    Page,
+    Record,
+    Stale,
+    TxnAbort,
+    TxnCheck,
+    TxnCreate,
+    TxnDelete,
+    TxnFailure,
+    TxnGet,
+    TxnOp,
+    TxnPut,
+    TxnResult,
+)
+
+SWEEP_SECONDS = 0.25
+SWEEP_BATCH = 1000
+# Changes a subscriber may have unread before it is cut off (the feed's consumer, the watch
+# hub, reads them within a turn of the event loop; this bounds a stuck one).
+MAX_UNREAD_CHANGES = 100_000
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class _Subscriber:
+    """The unread changes of one `changes()` iterator."""
+
+    def __init__(self) -> None:
+        self.changes: deque[Change] = deque()
+        self.ready = asyncio.Event()
+        self.lost = False
+
+    def push(self, change: Change) -> None:
+        if len(self.changes) >= MAX_UNREAD_CHANGES:
+            self.lost = True
+        else:
+            self.changes.append(change)
+        self.ready.set()
 
 
 class MemoryRepository:
-    def __init__(self) -> None:
+    def __init__(self, *, clock: Callable[[], int] = wall_clock_ms) -> None:
         self._records: dict[str, Record] = {}
+        self._keys = SortedList()
+        self._expiry = SortedList()  # (expires_at, key) of every record that has one
+        self._clock = clock
+        self._subscribers: list[_Subscriber] = []
 
     def __len__(self) -> int:
         return len(self._records)
 
-    async def get(self, key: str) -> Record | None:
-        return self._records.get(key)
+    # --- single keys ------------------------------------------------------------------------
 
-    async def create(self, key: str, value: str) -> Record | None:
-        if key in self._records:
+    async def get(self, key: Key) -> Record | None:
+        record = self._records.get(key)
+        if record is not None and record.expires_at is not None and self._expired(record):
             return None
-        record = self._records[key] = Record(key, value, 1)
         return record
+
+    async def create(self, key: Key, value: str, *, ttl_ms: int | None = None) -> Record | None:
+        if self._live(key) is not None:
+            return None
+        return self._write(key, value, 1, ttl_ms)
 
     async def replace(
-        self, key: str, value: str, *, expected_revision: int | None = None
+        self,
+        key: Key,
+        value: str,
+        *,
+        expected_revision: int | None = None,
+        ttl_ms: int | None = None,
     ) -> Record | Stale | None:
-        current = self._records.get(key)
+        current = self._live(key)
         if current is None:
             return None
         if expected_revision is not None and current.revision != expected_revision:
             return Stale(current.revision)
-        record = self._records[key] = Record(key, value, current.revision + 1)
-        return record
+        return self._write(key, value, current.revision + 1, ttl_ms, current)
 
-    async def upsert(self, key: str, value: str) -> Record:
-        current = self._records.get(key)
-        record = self._records[key] = Record(
-            key, value, 1 if current is None else current.revision + 1
-        )
-        return record
+    async def upsert(self, key: Key, value: str, *, ttl_ms: int | None = None) -> Record:
+        current = self._live(key)
+        revision = 1 if current is None else current.revision + 1
+        return self._write(key, value, revision, ttl_ms, current)
 
-    async def delete(self, key: str, *, expected_revision: int | None = None) -> int | Stale | None:
-        current = self._records.get(key)
+    async def delete(self, key: Key, *, expected_revision: int | None = None) -> int | Stale | None:
+        current = self._live(key)
         if current is None:
             return None
         if expected_revision is not None and current.revision != expected_revision:
             return Stale(current.revision)
-        del self._records[key]
+        self._remove(current, expired=False)
         return current.revision
 
+    # --- listing and transactions -----------------------------------------------------------
+
+    async def list(self, prefix: str, *, after: str | None, limit: int, values: bool) -> Page:
+        if after is not None and after >= prefix:
+            keys = self._keys.irange(minimum=after, inclusive=(False, True))
+        else:
+            keys = self._keys.irange(minimum=prefix)
+        entries: list[Entry] = []
+        now = self._clock()
+        for key in keys:
+            if not key.startswith(prefix):
+                break
+            record = self._records[key]
+            if record.expires_at is not None and record.expires_at <= now:
+                continue
+            if len(entries) == limit:
+                return Page(entries, more=True)
+            value = record.value if values else None
+            entries.append(Entry(key, record.revision, record.expires_at, value))
+        return Page(entries, more=False)
+
+    async def transact(self, operations: Sequence[TxnOp]) -> Sequence[TxnResult] | TxnAbort:
+        found = [self._live(op.key) for op in operations]
+        for index, (op, current) in enumerate(zip(operations, found, strict=True)):
+            failure = _condition(op, current)
+            if failure is not None:
+                return TxnAbort(index, failure)
+        results: list[TxnResult] = []
+        for op, current in zip(operations, found, strict=True):
+            match op:
+                case TxnCreate(key, value, ttl_ms):
+                    results.append(self._write(key, value, 1, ttl_ms))
+                case TxnPut(key, value, _, ttl_ms):
+                    assert current is not None
+                    results.append(self._write(key, value, current.revision + 1, ttl_ms, current))
+                case TxnDelete():
+                    assert current is not None
+                    self._remove(current, expired=False)
+                    results.append(current.revision)
+                case TxnGet():
+                    results.append(current)
+                case TxnCheck():
+                    results.append(None if current is None else current.revision)
+        return results
+
+    # --- changes ----------------------------------------------------------------------------
+
+    async def changes(self) -> AsyncGenerator[Sequence[Change], None]:
+        subscriber = _Subscriber()
+        self._subscribers.append(subscriber)
+        try:
+            yield ()
+            while True:
+                await subscriber.ready.wait()
+                subscriber.ready.clear()
+                if subscriber.lost:
+                    raise ChangesLost()
+                batch = list(subscriber.changes)
+                subscriber.changes.clear()
+                if batch:
+                    yield batch
+        finally:
+            self._subscribers.remove(subscriber)
+
+    # --- the rest ---------------------------------------------------------------------------
+
     async def clear(self) -> None:
-        self._records.clear()
+        for key in list(self._keys):
+            self._remove(self._records[key], expired=False)
 
     async def ping(self) -> None:
         return None
 
+    async def sweep(self) -> int:
+        """Remove every record whose expiry has come, in bounded batches; how many."""
+        removed = 0
+        while True:
+            now = self._clock()
+            due: list[str] = []
+            for expires_at, key in self._expiry:  # in order of expiry
+                if expires_at > now or len(due) == SWEEP_BATCH:
+                    break
+                due.append(key)
+            for key in due:
+                self._remove(self._records[key], expired=True)
+            removed += len(due)
+            if len(due) < SWEEP_BATCH:
+                return removed
+            await asyncio.sleep(0)  # let requests run between two batches
 
-async def open_memory_repository() -> AsyncIterator[MemoryRepository]:
-    """The Resource that the container starts: nothing to open or close."""
-    yield MemoryRepository()
+    # --- internals (none awaits) ------------------------------------------------------------
+
+    def _expired(self, record: Record) -> bool:
+        return record.expires_at is not None and record.expires_at <= self._clock()
+
+    def _live(self, key: str) -> Record | None:
+        """The record at `key` unless it has expired; an expired one is removed first, so its
+        expiry reaches watchers before whatever this write does to the key."""
+        record = self._records.get(key)
+        if record is not None and record.expires_at is not None and self._expired(record):
+            self._remove(record, expired=True)
+            return None
+        return record
+
+    def _write(
+        self,
+        key: str,
+        value: str,
+        revision: int,
+        ttl_ms: int | None,
+        current: Record | None = None,
+    ) -> Record:
+        expires_at = None if ttl_ms is None else self._clock() + ttl_ms
+        record = self._records[key] = Record(key, value, revision, expires_at)
+        if current is None:
+            self._keys.add(key)
+        elif current.expires_at is not None:
+            self._expiry.remove((current.expires_at, key))
+        if expires_at is not None:
+            self._expiry.add((expires_at, key))
+        if self._subscribers:
+            self._publish(Change(key, revision, value, expires_at))
+        return record
+
+    def _remove(self, record: Record, *, expired: bool) -> None:
+        key = record.key
+        del self._records[key]
+        self._keys.remove(key)
+        if record.expires_at is not None:
+            self._expiry.remove((record.expires_at, key))
+        if self._subscribers:
+            self._publish(Change(key, record.revision, None, expired=expired))
+
+    def _publish(self, change: Change) -> None:
+        for subscriber in self._subscribers:
+            subscriber.push(change)
+
+
+def _condition(op: TxnOp, current: Record | None) -> TxnFailure | None:
+    """Why `op` cannot be applied to the key's `current` record, None when it can."""
+    match op:
+        case TxnCreate():
+            return None if current is None else TxnFailure.EXISTS
+        case TxnPut(expected_revision=expected) | TxnDelete(expected_revision=expected):
+            if current is None:
+                return TxnFailure.NOT_FOUND
+            if expected is not None and current.revision != expected:
+                return TxnFailure.REVISION_MISMATCH
+            return None
+        case TxnCheck(revision=None):
+            return None if current is None else TxnFailure.EXISTS
+        case TxnCheck(revision=revision):
+            if current is None:
+                return TxnFailure.NOT_FOUND
+            return None if current.revision == revision else TxnFailure.REVISION_MISMATCH
+    return None  # a get is never a condition
+
+
+async def open_memory_repository(
+    clock: Callable[[], int] = wall_clock_ms,
+) -> AsyncIterator[MemoryRepository]:
+    """The Resource that the container starts: the store and its expiry sweeper."""
+    repository = MemoryRepository(clock=clock)
+    sweeper = asyncio.get_running_loop().create_task(_sweep_forever(repository))
+    try:
+        yield repository
+    finally:
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
+
+
+async def _sweep_forever(repository: MemoryRepository) -> None:
+    while True:
+        await asyncio.sleep(SWEEP_SECONDS)
+        await repository.sweep()

@@ -6,7 +6,7 @@ Keys arrive validated (`Key`), values as the compact JSON text to store.
 from dataclasses import dataclass
 from typing import Literal
 
-from kv.domain.model import Key
+from kv.domain.model import Key, TxnOp
 
 ANY_REVISION: Literal["*"] = "*"
 Condition = int | Literal["*"] | None
@@ -24,6 +24,7 @@ class Create:
 
     key: Key
     value: str
+    ttl_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,9 +40,36 @@ class Put:
     value: str
     if_match: Condition = None
     upsert: bool = False
+    ttl_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Delete:
     key: Key
     if_match: Condition = None
+
+
+@dataclass(frozen=True, slots=True)
+class ListKeys:
+    """A page of the keys starting with `prefix`, after the key `after` (a cursor's)."""
+
+    prefix: str
+    limit: int
+    after: str | None = None
+    values: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Transaction:
+    operations: tuple[TxnOp, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Watch:
+    """Changes to the keys starting with `prefix`, or to the one key `prefix` when `exact`."""
+
+    prefix: str
+    exact: bool = False
+
+    def matches(self, key: str) -> bool:
+        return key == self.prefix if self.exact else key.startswith(self.prefix)

@@ -17,11 +17,13 @@ class KVError(Exception):
 
 class InvalidInput(KVError):
     """A key, a value or a parameter breaks the store's rules; `rule` says which, in words
-    a client can act on (rules are the domain's own text, not a driver's)."""
+    a client can act on (rules are the domain's own text, not a driver's). `index`: the
+    operation of a transaction it concerns."""
 
-    def __init__(self, key: str | None, rule: str) -> None:
+    def __init__(self, key: str | None, rule: str, *, index: int | None = None) -> None:
         super().__init__(key)
         self.rule = rule
+        self.index = index
 
     def __str__(self) -> str:
         return self.rule
@@ -85,3 +87,38 @@ class StorageUnavailable(KVError):
     def __str__(self) -> str:
         unknown = ", outcome unknown" if self.outcome_unknown else ""
         return f"{self.backend}: {self.failure.value}{unknown}"
+
+
+class ChangesLost(KVError):
+    """The change feed fell too far behind the backend: some changes cannot be delivered."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+
+
+class TransactionFailed(KVError):
+    """An operation's condition failed (`reason`: exists, not_found, revision_mismatch);
+    nothing was written."""
+
+    def __init__(self, key: str, *, index: int, reason: str) -> None:
+        super().__init__(key)
+        self.index = index
+        self.reason = reason
+
+
+class TransactionSpansSlots(InvalidInput):
+    """Redis Cluster: the keys of one transaction must hash to one slot; operation `index`
+    is the first whose key hashes to another slot than the first operation's."""
+
+    def __init__(self, key: str, *, index: int) -> None:
+        super().__init__(
+            key,
+            "on Redis Cluster the keys of one transaction must hash to one slot",
+            index=index,
+        )
+
+
+class TooManyWatchers(KVError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(None)
+        self.limit = limit

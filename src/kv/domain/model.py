@@ -1,9 +1,14 @@
 """Records and the rules a key and a value must follow."""
 
+import enum
+import math
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
 from typing import NamedTuple, NewType
 
-from kv.domain.errors import InvalidKey, InvalidValue
+from kv.domain.errors import InvalidInput, InvalidKey, InvalidValue
 
 MAX_KEY_BYTES = 1024
 MAX_VALUE_DEPTH = 256
@@ -11,6 +16,10 @@ MAX_VALUE_DEPTH = 256
 # no record can have.
 MAX_REVISION = 2**63 - 1
 NO_REVISION = 0
+MAX_TTL_SECONDS = 315_360_000  # ten years
+MAX_PAGE = 1000
+DEFAULT_PAGE = 100
+MAX_TRANSACTION = 128
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -32,6 +41,90 @@ class Stale(NamedTuple):
     """A repository's answer when the record is at another revision than the one expected."""
 
     revision: int
+
+
+class Entry(NamedTuple):
+    """A record as a listing shows it: its value only when the listing asked for values."""
+
+    key: str
+    revision: int
+    expires_at: int | None = None
+    value: str | None = None
+
+
+class Page(NamedTuple):
+    """Entries in ascending key order, and whether more follow the last of them."""
+
+    entries: list[Entry]
+    more: bool
+
+
+class Change(NamedTuple):
+    """One committed change to one key, as watchers see it.
+
+    A put carries the new value (and expiry); a delete has `value` None and the revision the
+    record had, `expired` telling whether its expiry removed it.
+    """
+
+    key: str
+    revision: int
+    value: str | None
+    expires_at: int | None = None
+    expired: bool = False
+
+
+# --- transactions: the operations a repository applies all together, or none of ----------
+
+
+class TxnCreate(NamedTuple):
+    key: Key
+    value: str
+    ttl_ms: int | None = None
+
+
+class TxnPut(NamedTuple):
+    """Overwrite a present key (at `expected_revision` when given)."""
+
+    key: Key
+    value: str
+    expected_revision: int | None = None
+    ttl_ms: int | None = None
+
+
+class TxnDelete(NamedTuple):
+    key: Key
+    expected_revision: int | None = None
+
+
+class TxnGet(NamedTuple):
+    key: Key
+
+
+class TxnCheck(NamedTuple):
+    """The key must be at `revision`, or absent when it is None."""
+
+    key: Key
+    revision: int | None
+
+
+TxnOp = TxnCreate | TxnPut | TxnDelete | TxnGet | TxnCheck
+TxnResult = Record | int | None
+"""Per operation: the record written (create, put), the record or None (get), the deleted
+record's revision (delete), the current revision or None (check)."""
+
+
+class TxnFailure(enum.Enum):
+    EXISTS = "exists"  # create of a present key; check None of a present key
+    NOT_FOUND = "not_found"  # put, delete or check R of an absent key
+    REVISION_MISMATCH = "revision_mismatch"  # present at another revision
+
+
+@dataclass(frozen=True, slots=True)
+class TxnAbort:
+    """A transaction's answer when an operation's condition failed: nothing was written."""
+
+    index: int
+    failure: TxnFailure
 
 
 def expected_revision(revision: int) -> int:
@@ -94,3 +187,45 @@ def _json_type(value: object) -> str:
             return "an object"
         case _:
             return type(value).__name__
+
+
+def parse_ttl(ttl: object) -> int | None:
+    """The milliseconds of a `ttl` in seconds (rounded up), None for none (absent or null)."""
+    if ttl is None:
+        return None
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl <= MAX_TTL_SECONDS:
+        raise InvalidInput(
+            None,
+            f"ttl must be a number of seconds above 0 and at most {MAX_TTL_SECONDS} (or null), "
+            f"not {ttl!r}"[:200],
+        )
+    if isinstance(ttl, int):
+        return ttl * 1000
+    # Decimal of the shortest repr: 1.1 s is 1100 ms, where 1.1 * 1000 is 1100.0000000000002.
+    return max(1, math.ceil(Decimal(repr(ttl)) * 1000))
+
+
+def check_page_size(limit: int) -> int:
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidInput(None, f"limit must be from 1 to {MAX_PAGE}, not {limit}")
+    return limit
+
+
+def check_transaction(operations: Sequence[TxnOp]) -> tuple[TxnOp, ...]:
+    """The operations of a transaction, if there are 1 to MAX_TRANSACTION of them, each on a
+    key of its own."""
+    if not 1 <= len(operations) <= MAX_TRANSACTION:
+        raise InvalidInput(
+            None,
+            f"a transaction has 1 to {MAX_TRANSACTION} operations, not {len(operations)}",
+        )
+    seen: set[str] = set()
+    for index, op in enumerate(operations):
+        if op.key in seen:
+            raise InvalidInput(
+                op.key,
+                f"operation {index}: the key {op.key!r} appears twice; each key at most once",
+                index=index,
+            )
+        seen.add(op.key)
+    return tuple(operations)

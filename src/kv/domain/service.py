@@ -1,8 +1,19 @@
 """The service: the store's rules on top of any repository."""
 
-from kv.domain.commands import ANY_REVISION, Condition, Create, Delete, Get, Put
-from kv.domain.errors import KeyExists, KeyNotFound, RevisionMismatch
-from kv.domain.model import Record, Stale, expected_revision
+from collections.abc import Sequence
+
+from kv.domain.commands import (
+    ANY_REVISION,
+    Condition,
+    Create,
+    Delete,
+    Get,
+    ListKeys,
+    Put,
+    Transaction,
+)
+from kv.domain.errors import KeyExists, KeyNotFound, RevisionMismatch, TransactionFailed
+from kv.domain.model import Page, Record, Stale, TxnAbort, TxnResult, expected_revision
 from kv.domain.ports import Repository
 
 
@@ -23,7 +34,7 @@ class KVService:
         return record
 
     async def create(self, command: Create) -> Record:
-        record = await self.repository.create(command.key, command.value)
+        record = await self.repository.create(command.key, command.value, ttl_ms=command.ttl_ms)
         if record is None:
             raise KeyExists(command.key)
         return record
@@ -31,9 +42,11 @@ class KVService:
     async def put(self, command: Put) -> Record:
         key = command.key
         if command.upsert and command.if_match is None:
-            return await self.repository.upsert(key, command.value)
+            return await self.repository.upsert(key, command.value, ttl_ms=command.ttl_ms)
         expected = _expected(command.if_match)
-        answer = await self.repository.replace(key, command.value, expected_revision=expected)
+        answer = await self.repository.replace(
+            key, command.value, expected_revision=expected, ttl_ms=command.ttl_ms
+        )
         if answer is None:
             raise KeyNotFound(key)
         if isinstance(answer, Stale):
@@ -49,6 +62,20 @@ class KVService:
             raise KeyNotFound(key)
         if isinstance(answer, Stale):
             raise RevisionMismatch(key, expected=expected, actual=answer.revision)
+        return answer
+
+    async def list(self, command: ListKeys) -> Page:
+        return await self.repository.list(
+            command.prefix, after=command.after, limit=command.limit, values=command.values
+        )
+
+    async def transact(self, command: Transaction) -> Sequence[TxnResult]:
+        """Apply every operation or none; TransactionFailed names the first that failed."""
+        operations = command.operations
+        answer = await self.repository.transact(operations)
+        if isinstance(answer, TxnAbort):
+            key = operations[answer.index].key
+            raise TransactionFailed(key, index=answer.index, reason=answer.failure.value)
         return answer
 
     async def clear(self) -> None:

@@ -14,6 +14,7 @@ from kv.adapters.redis import open_redis_repository
 from kv.adapters.tarantool import TarantoolAddress, open_tarantool_repository
 from kv.domain.ports import Repository
 from kv.domain.service import KVService
+from kv.domain.watch import WatchHub
 from kv.metrics import Metrics
 
 BACKENDS = ("memory", "tarantool", "redis")
@@ -51,6 +52,7 @@ class Settings:
     auth_token: str | None = None
     metrics: bool = True
     metrics_dir: str | None = None  # where several workers share their metrics
+    max_watchers: int = 1000
     # Connection limits, applied by `kv serve` (see kv.entrypoints.protocol).
     keep_alive_seconds: float = 5.0
     header_timeout: float = 10.0
@@ -101,6 +103,8 @@ class Settings:
             raise ConfigError(f"KV_LIMIT_CONCURRENCY={self.limit_concurrency} must be at least 1")
         if self.backlog < 1:
             raise ConfigError(f"KV_BACKLOG={self.backlog} must be at least 1")
+        if self.max_watchers < 0:
+            raise ConfigError(f"KV_MAX_WATCHERS={self.max_watchers} must be at least 0")
         if self.backend == "tarantool":
             try:
                 TarantoolAddress.parse(self.tarantool_url)
@@ -175,6 +179,19 @@ async def measured(
         yield metrics.instrument(store)
 
 
+async def open_watch_hub(
+    repository: Repository,
+    max_watchers: int,
+    timeout: float,  # noqa: ASYNC109 (how long a watcher waits for the feed to subscribe)
+) -> AsyncIterator[WatchHub]:
+    """The Resource of the watch hub: every watcher is ended when the service stops."""
+    hub = WatchHub(repository, max_watchers=max_watchers, timeout=timeout)
+    try:
+        yield hub
+    finally:
+        await hub.aclose()
+
+
 class Container(containers.DeclarativeContainer):
     """Wires the chosen backend, measured, into the service.
 
@@ -212,7 +229,14 @@ class Container(containers.DeclarativeContainer):
         backend=config.backend,
     )
 
-    service = providers.Singleton(KVService, repository=repository)
+    watches = providers.Resource(
+        open_watch_hub,
+        repository=repository,
+        max_watchers=config.max_watchers,
+        timeout=config.backend_timeout,
+    )
+
+    service = providers.Singleton(KVService, repository=repository, watches=watches)
 
 
 async def start_service(container: Container) -> KVService:

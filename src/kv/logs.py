@@ -13,7 +13,7 @@ import contextlib
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -97,8 +97,10 @@ class _InterceptHandler(logging.Handler):
         logger.opt(exception=record.exc_info, depth=6).log(level, record.getMessage())
 
 
-Operation = tuple[float, str, str | None, str, int, float, str, int | None]
-"""(unix time, operation, key, outcome, HTTP status, duration in ms, request id, value bytes)"""
+Extra = Mapping[str, object] | None
+Operation = tuple[float, str, str | None, str, int, float, str, int | None, Extra]
+"""(unix time, operation, key, outcome, HTTP status, duration in ms, request id, value bytes,
+fields of the operation's own: a transaction's keys, a watch's events)"""
 
 OUTCOMES = {
     200: "ok",
@@ -131,11 +133,15 @@ class OperationLog:
         duration_ms: float,
         request_id: str,
         size: int | None,
+        *,
+        outcome: str | None = None,
+        extra: Extra = None,
     ) -> None:
+        """Queue one line; `outcome` defaults to the status's, `extra` adds fields."""
         if self.enabled:
-            outcome = OUTCOMES.get(status, "error")
+            outcome = outcome or OUTCOMES.get(status, "error")
             self._pending.append(
-                (time.time(), operation, key, outcome, status, duration_ms, request_id, size)
+                (time.time(), operation, key, outcome, status, duration_ms, request_id, size, extra)
             )
 
     async def run(self, interval: float = FLUSH_SECONDS) -> None:
@@ -164,16 +170,22 @@ class OperationLog:
         return stamp if separator == " " else stamp.replace(" ", "T") + self._offset
 
     def _text_line(self, op: Operation) -> str:
-        now, operation, key, outcome, status, duration, request_id, size = op
+        now, operation, key, outcome, status, duration, request_id, size, extra = op
         shown = "-" if key is None else orjson.dumps(key[:_MAX_LOGGED_KEY]).decode()
+        more = "" if size is None else f" bytes={size}"
+        if extra:
+            # JSON-encoded values: a key list or a client's text cannot fake another field.
+            more += "".join(
+                f" {name}={orjson.dumps(value).decode()}" for name, value in extra.items()
+            )
         return (
             f"{self._timestamp(now)} | INFO     | {operation} key={shown} outcome={outcome} "
             f"status={status} ms={duration:.3f} backend={self.backend} request_id={request_id}"
-            + ("\n" if size is None else f" bytes={size}\n")
+            f"{more}\n"
         )
 
     def _json_line(self, op: Operation) -> str:
-        now, operation, key, outcome, status, duration, request_id, size = op
+        now, operation, key, outcome, status, duration, request_id, size, extra = op
         entry = {
             "time": self._timestamp(now, "T"),
             "level": "INFO",
@@ -186,5 +198,6 @@ class OperationLog:
             "backend": self.backend,
             "request_id": request_id,
             "bytes": size,
+            **(extra or {}),
         }
         return orjson.dumps(entry).decode() + "\n"

@@ -11,10 +11,12 @@ from kv.domain.commands import (
     ListKeys,
     Put,
     Transaction,
+    Watch,
 )
 from kv.domain.errors import KeyExists, KeyNotFound, RevisionMismatch, TransactionFailed
 from kv.domain.model import Page, Record, Stale, TxnAbort, TxnResult, expected_revision
 from kv.domain.ports import Repository
+from kv.domain.watch import Watcher, WatchHub
 
 
 class KVService:
@@ -24,8 +26,19 @@ class KVService:
     domain error; it never reads and then writes.
     """
 
-    def __init__(self, repository: Repository) -> None:
+    def __init__(self, repository: Repository, watches: WatchHub | None = None) -> None:
         self.repository = repository
+        self.watches = watches
+
+    async def watch(self, command: Watch) -> Watcher:
+        """A watcher of every matching change committed from now on (see WatchHub.open)."""
+        if self.watches is None:
+            raise RuntimeError("this service was built without a watch hub")
+        return await self.watches.open(command)
+
+    def unwatch(self, watcher: Watcher) -> None:
+        if self.watches is not None:
+            self.watches.close(watcher)
 
     async def get(self, command: Get) -> Record:
         record = await self.repository.get(command.key)

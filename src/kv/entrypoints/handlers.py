@@ -1,6 +1,7 @@
 """The handlers of the operations: parse the request into a command, call the service once,
 serialize the answer. kv.entrypoints.operations says which handler serves which route."""
 
+import time
 from typing import Any
 
 import orjson
@@ -31,13 +32,30 @@ class RecordResponse(Response):
         ]
 
 
-def record_response(record: Record) -> Response:
-    body = b'{"key":%b,"value":%b,"revision":%d}' % (
+def record_json(record: Record) -> bytes:
+    """A record as JSON, its value (already JSON text) spliced in, not encoded again."""
+    if record.expires_at is None:
+        return b'{"key":%b,"value":%b,"revision":%d}' % (
+            orjson.dumps(record.key),
+            record.value.encode(),
+            record.revision,
+        )
+    return b'{"key":%b,"value":%b,"revision":%d,"expires_at":"%b"}' % (
         orjson.dumps(record.key),
         record.value.encode(),
         record.revision,
+        rfc3339(record.expires_at).encode(),
     )
-    return RecordResponse(body, record.revision)
+
+
+def rfc3339(ms: int) -> str:
+    """Milliseconds since the epoch as RFC 3339 in UTC: `2026-11-25T20:15:03.120Z`."""
+    seconds, millis = divmod(ms, 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+
+
+def record_response(record: Record) -> Response:
+    return RecordResponse(record_json(record), record.revision)
 
 
 def deleted_response(key: str, revision: int) -> Response:

@@ -32,15 +32,15 @@ from swagger_ui_bundle import swagger_ui_path
 
 from kv import __version__
 from kv.container import Container, Settings, build_container, start_service, stop_service
-from kv.domain.errors import KVError, StorageUnavailable
+from kv.domain.errors import KVError, StorageUnavailable, TransactionFailed
 from kv.domain.service import KVService
 from kv.entrypoints.docs import DOCS_ASSETS_PATH, docs_page
 from kv.entrypoints.middleware import REQUEST_ID, BearerAuth, RequestContextMiddleware
 from kv.entrypoints.openapi import document
 from kv.entrypoints.operations import Operation, operations
 from kv.entrypoints.problems import HTTPProblem, MethodNotAllowed, describe, problem_response
-from kv.entrypoints.requests import Call
-from kv.logs import OperationLog, configure_logging, remove_handlers
+from kv.entrypoints.requests import Call, Stream
+from kv.logs import Extra, OperationLog, configure_logging, remove_handlers
 from kv.metrics import Metrics
 
 RETRY_AFTER_SECONDS = "1"
@@ -101,6 +101,9 @@ class OperationsOfPath:
                 if op is None:
                     raise MethodNotAllowed(scope["method"], self.allowed)
                 response = await op.handler(call)
+                if isinstance(response, Stream):  # a watch: its opening is a line of its own
+                    self._log(op, call, 200, started, {"phase": "open"})
+                    started = time.perf_counter()
             except KVError as error:
                 response = _domain_problem(call, error)
             except HTTPProblem as problem:
@@ -114,9 +117,15 @@ class OperationsOfPath:
             await response(scope, receive, send)
         finally:
             if op is not None and op.data:
-                elapsed_ms = (time.perf_counter() - started) * 1000
-                request_id = scope.get(REQUEST_ID, "-")
-                self.log.record(op.name, call.key, status, elapsed_ms, request_id, call.size)
+                self._log(op, call, status, started, call.extra)
+
+    def _log(self, op: Operation, call: Call, status: int, started: float, extra: Extra) -> None:
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        request_id = call.scope.get(REQUEST_ID, "-")
+        self.log.record(
+            op.name, call.key, status, elapsed_ms, request_id, call.size,
+            outcome=call.outcome, extra=extra,
+        )  # fmt: skip
 
     def _literally_matched(self, raw: bytes | None) -> bool:
         """Whether the path as sent (before percent-decoding, which the router matched)
@@ -129,15 +138,26 @@ class OperationsOfPath:
 
 def _domain_problem(call: Call, error: KVError) -> Response:
     settings = call.settings
-    status, title, detail = describe(error, backend_timeout=settings.backend_timeout)
+    status, title, detail, fields = describe(error, backend_timeout=settings.backend_timeout)
     headers = None
+    if status == 503:
+        headers = {"retry-after": RETRY_AFTER_SECONDS}
     if isinstance(error, StorageUnavailable):
         logger.bind(request_id=call.scope.get(REQUEST_ID)).opt(exception=error).error(
             "backend unavailable: {}", detail
         )
-        headers = {"retry-after": RETRY_AFTER_SECONDS}
+    if isinstance(error, TransactionFailed):
+        call.outcome = _TXN_OUTCOMES.get(error.reason)
     key = error.key if error.key is not None else call.key
-    return problem_response(status, title, detail, key=key, headers=headers)
+    return problem_response(status, title, detail, key=key, fields=fields, headers=headers)
+
+
+# A failed transaction's outcome in the operation log, by its reason.
+_TXN_OUTCOMES = {
+    "exists": "exists",
+    "not_found": "not_found",
+    "revision_mismatch": "precondition_failed",
+}
 
 
 def _no_route(scope: Scope) -> Response:

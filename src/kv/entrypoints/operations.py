@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from starlette.responses import Response
 
 from kv.container import Settings
-from kv.entrypoints import handlers
+from kv.entrypoints import handlers, listing, transactions, watching
 from kv.entrypoints.requests import Call
 
 Handler = Callable[[Call], Awaitable[Response]]
@@ -50,6 +50,8 @@ class Operation:
     tag: str
     ok: Success
     errors: tuple[int, ...] = ()  # documented failure statuses (401 is added with a token)
+    # A failure status documented by another component response than the usual one.
+    special: tuple[tuple[int, str], ...] = ()
     parameters: tuple[str, ...] = ()  # component parameter names
     body: str | None = None  # component schema name of the request body
     description: str = ""
@@ -197,9 +199,49 @@ def _service_operations() -> list[Operation]:
     ]
 
 
+def _bulk_operations() -> list[Operation]:
+    """Listing, transactions and watching: operations on many keys at once."""
+    return [
+        Operation(
+            "list", "GET", "/kv", listing.list_keys,
+            "List the keys under a prefix, a page at a time", KV,
+            Success("A page of records in ascending order of their keys' UTF-8 bytes.", "Page"),
+            (400, 503),
+            parameters=("Prefix", "Limit", "Cursor", "Values"),
+            description=(
+                "Pass `next` as `cursor` (with the same `prefix`) for the next page; `next` is "
+                "null on the last page. Every page but the last holds exactly `limit` items."
+            ),
+        ),
+        Operation(
+            "txn", "POST", "/txn", transactions.transact,
+            "Apply several operations all together, or none", KV,
+            Success("Every operation applied; their results in order.", "TxnResults"),
+            (400, 409, 413, 503), special=((409, "TxnFailed"),), body="TxnBody",
+            description=(
+                "Each operation's condition is checked in order; the first that fails "
+                "aborts the transaction (409 naming its `index` and `reason`) and nothing "
+                "is written. On Redis Cluster every key must hash to one slot ({tag})."
+            ),
+        ),
+        Operation(
+            "watch", "GET", "/watch", watching.watch,
+            "Stream the changes to a key or under a prefix (Server-Sent Events)", KV,
+            Success(
+                "`event: ready` once in place, then `put` and `delete` events; ends with "
+                "`overflow` or `unavailable` (list again, then watch again).",
+                media_types=("text/event-stream",),
+            ),
+            (400, 503),
+            parameters=("WatchPrefix", "WatchKey"),
+        ),
+    ]  # fmt: skip
+
+
 OPERATIONS: tuple[Operation, ...] = (
     # The busiest first: the router tries routes in the order of their first operation.
     *_item_operations("/kv", KV),
+    *_bulk_operations(),
     *_item_operations("/v1", V1),
     *_reset_operations(),
     *_service_operations(),

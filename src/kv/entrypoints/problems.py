@@ -2,6 +2,8 @@
 domain's errors."""
 
 import http
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -15,13 +17,24 @@ from kv.domain.errors import (
     KVError,
     RevisionMismatch,
     StorageUnavailable,
+    TooManyWatchers,
+    TransactionFailed,
+    TransactionSpansSlots,
 )
 
 PROBLEM_TYPE = "urn:kv:problem:"
 MEDIA_TYPE = "application/problem+json"
+_NONE: Mapping[str, object] = MappingProxyType({})
 
 
-def problem_body(status: int, title: str, detail: str, *, key: str | None = None) -> bytes:
+Fields = Mapping[str, object]
+
+
+def problem_body(
+    status: int, title: str, detail: str, *, key: str | None = None, fields: Fields = _NONE
+) -> bytes:
+    """The problem as JSON: type, title, status, detail, and `key` and `fields` (a failed
+    transaction's `index` and `reason`, say) when they apply."""
     slug = title.lower().replace(" ", "-")
     problem: dict[str, Any] = {
         "type": PROBLEM_TYPE + slug,
@@ -31,6 +44,7 @@ def problem_body(status: int, title: str, detail: str, *, key: str | None = None
     }
     if key is not None:
         problem["key"] = key
+    problem.update(fields)
     return orjson.dumps(problem)
 
 
@@ -40,12 +54,13 @@ def problem_response(
     detail: str,
     *,
     key: str | None = None,
+    fields: Fields = _NONE,
     headers: dict[str, str] | None = None,
 ) -> Response:
     """A problem+json response; `title` defaults to the status's reason phrase."""
     title = title or http.HTTPStatus(status).phrase
     return Response(
-        problem_body(status, title, detail, key=key),
+        problem_body(status, title, detail, key=key, fields=fields),
         status_code=status,
         media_type=MEDIA_TYPE,
         headers=headers,
@@ -95,21 +110,56 @@ class MethodNotAllowed(HTTPProblem):
 _BACKEND_NAMES = {"tarantool": "Tarantool", "redis": "Redis", "memory": "memory"}
 
 
-def describe(error: KVError, *, backend_timeout: float) -> tuple[int, str, str]:
-    """The status, title and detail of the problem a domain error answers with."""
+_TXN_FAILURES = {
+    "exists": "the key exists",
+    "not_found": "the key does not exist",
+    "revision_mismatch": "the key is at another revision",
+}
+
+
+def describe(error: KVError, *, backend_timeout: float) -> tuple[int, str, str, Fields]:
+    """The status, title, detail and extra fields of the problem a domain error answers
+    with."""
     key = error.key
     match error:
+        case TransactionSpansSlots():
+            return (
+                400,
+                "Bad Request",
+                f"operation {error.index}: on Redis Cluster all keys of one transaction must "
+                "hash to one slot, and this key hashes to another than operation 0's; give "
+                "the keys a common hash tag, e.g. {user42}/name and {user42}/email",
+                {"index": error.index},
+            )
+        case InvalidInput(index=None):
+            return 400, "Bad Request", error.rule, _NONE
         case InvalidInput():
-            return 400, "Bad Request", error.rule
+            return 400, "Bad Request", error.rule, {"index": error.index}
+        case TransactionFailed():
+            return (
+                409,
+                "Conflict",
+                f"operation {error.index} on key {key!r} failed: {_TXN_FAILURES[error.reason]}; "
+                "nothing was written",
+                {"index": error.index, "reason": error.reason},
+            )
+        case TooManyWatchers():
+            return (
+                503,
+                "Service Unavailable",
+                f"this server has its limit of {error.limit} watch streams open",
+                _NONE,
+            )
         case KeyNotFound():
-            return 404, "Not Found", f"key {key!r} does not exist"
+            return 404, "Not Found", f"key {key!r} does not exist", _NONE
         case KeyExists():
-            return 409, "Conflict", f"key {key!r} already exists"
+            return 409, "Conflict", f"key {key!r} already exists", _NONE
         case RevisionMismatch(expected=None):
             return (
                 412,
                 "Precondition Failed",
                 f"key {key!r} exists (at revision {error.actual}); the request required it absent",
+                _NONE,
             )
         case RevisionMismatch():
             return (
@@ -117,10 +167,11 @@ def describe(error: KVError, *, backend_timeout: float) -> tuple[int, str, str]:
                 "Precondition Failed",
                 f"key {key!r} is at revision {error.actual}, "
                 f"the request expected revision {error.expected}",
+                _NONE,
             )
         case StorageUnavailable():
-            return 503, "Service Unavailable", _unavailable(error, backend_timeout)
-    return 500, "Internal Server Error", "the server failed; the error is in its log"
+            return 503, "Service Unavailable", _unavailable(error, backend_timeout), _NONE
+    return 500, "Internal Server Error", "the server failed; the error is in its log", _NONE
 
 
 def _unavailable(error: StorageUnavailable, timeout: float) -> str:

@@ -9,6 +9,7 @@ from urllib.parse import parse_qsl, unquote_to_bytes
 
 import orjson
 from starlette.requests import ClientDisconnect
+from starlette.responses import Response
 from starlette.types import Receive, Scope
 
 from kv.container import Settings
@@ -24,6 +25,15 @@ _LONG_DIGITS = re.compile(rb"[0-9]{20}")
 _NOT_UTF8 = "the key in the URL is not valid UTF-8"
 
 
+class Stream(Response):
+    """A response that goes on until it ends by itself (a watch); the operation log records
+    its opening as a line of its own, then its end."""
+
+    def __init__(self) -> None:
+        self.status_code = 200
+        self.background = None
+
+
 class Call:
     """One request to one operation, as its handler sees it.
 
@@ -31,7 +41,7 @@ class Call:
     (`size`) here, for the operation log; `extra` holds what an operation adds to its line.
     """
 
-    __slots__ = ("extra", "key", "prefix", "receive", "scope", "size")
+    __slots__ = ("extra", "key", "outcome", "prefix", "receive", "scope", "size")
 
     def __init__(self, scope: Scope, receive: Receive, prefix: bytes = b"") -> None:
         self.scope = scope
@@ -39,6 +49,7 @@ class Call:
         self.prefix = prefix  # the route's path up to its `{key}`, for `path_key`
         self.key: str | None = None
         self.size: int | None = None
+        self.outcome: str | None = None  # when the status's own is not precise enough
         self.extra: dict[str, Any] | None = None
 
     @property

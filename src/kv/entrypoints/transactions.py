@@ -1,0 +1,117 @@
+"""`POST /txn`: several operations applied all together, or none of them."""
+
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+from kv.domain.commands import Transaction
+from kv.domain.errors import InvalidInput
+from kv.domain.model import (
+    Record,
+    TxnCheck,
+    TxnCreate,
+    TxnDelete,
+    TxnGet,
+    TxnOp,
+    TxnPut,
+    TxnResult,
+    check_transaction,
+    expected_revision,
+    parse_key,
+    parse_ttl,
+)
+from kv.entrypoints.handlers import JSON, record_json
+from kv.entrypoints.problems import BadRequest
+from kv.entrypoints.requests import Call, encode_value
+
+# The fields of each kind of operation: all it allows, and those it requires.
+FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "create": (("op", "key", "value", "ttl"), ("op", "key", "value")),
+    "put": (("op", "key", "value", "if_revision", "ttl"), ("op", "key", "value")),
+    "delete": (("op", "key", "if_revision"), ("op", "key")),
+    "get": (("op", "key"), ("op", "key")),
+    "check": (("op", "key", "revision"), ("op", "key", "revision")),
+}
+WRITES = (TxnCreate, TxnPut, TxnDelete)
+
+
+async def transact(call: Call) -> Response:
+    command = await _parse(call)
+    operations = command.operations
+    written = [op.key for op in operations if isinstance(op, WRITES)]
+    call.key = operations[0].key
+    call.extra = {"ops": len(operations), "written": written}
+    results = await call.service.transact(command)
+    body = b'{"results":[%b]}' % b",".join(
+        _result_json(op, result) for op, result in zip(operations, results, strict=True)
+    )
+    return Response(body, media_type=JSON)
+
+
+async def _parse(call: Call) -> Transaction:
+    """The transaction in the body; its parsed JSON dies here, only encoded values live on."""
+    data, body = await call.json_object(("ops",), ("ops",))
+    ops = data["ops"]
+    if not isinstance(ops, list):
+        raise BadRequest("ops must be an array of operations")
+    return Transaction(check_transaction([_operation(i, op, body) for i, op in enumerate(ops)]))
+
+
+def _operation(index: int, op: Any, body: bytes) -> TxnOp:
+    """Operation `index` of the body, checked; a broken one is a 400 naming its index."""
+    try:
+        if not isinstance(op, dict):
+            raise InvalidInput(None, "an operation is a JSON object")
+        kind = op.get("op")
+        if not isinstance(kind, str) or kind not in FIELDS:
+            raise InvalidInput(None, f"op must be one of {', '.join(FIELDS)}, not {kind!r}")
+        allowed, required = FIELDS[kind]
+        unknown = [name for name in op if name not in allowed]
+        if unknown:
+            raise InvalidInput(
+                None,
+                f"unknown field(s) {', '.join(map(repr, unknown))} in a {kind}; "
+                f"allowed: {', '.join(allowed)}",
+            )
+        missing = [name for name in required if name not in op]
+        if missing:
+            raise InvalidInput(None, f"missing field(s) {', '.join(map(repr, missing))}")
+        key = parse_key(op["key"])
+        match kind:
+            case "create":
+                return TxnCreate(key, _value(op, body), parse_ttl(op.get("ttl")))
+            case "put":
+                expected = _revision(op.get("if_revision"), "if_revision")
+                return TxnPut(key, _value(op, body), expected, parse_ttl(op.get("ttl")))
+            case "delete":
+                return TxnDelete(key, _revision(op.get("if_revision"), "if_revision"))
+            case "get":
+                return TxnGet(key)
+            case _:
+                return TxnCheck(key, _revision(op["revision"], "revision"))
+    except (InvalidInput, BadRequest) as exc:
+        rule = exc.rule if isinstance(exc, InvalidInput) else exc.detail
+        named = exc.key if isinstance(exc, InvalidInput) else None
+        raise InvalidInput(named, f"operation {index}: {rule}", index=index) from None
+
+
+def _value(op: dict[str, Any], body: bytes) -> str:
+    return encode_value(op["value"], body)
+
+
+def _revision(value: object, name: str) -> int | None:
+    """A revision field: null for none (or, for `check`, absent), else a whole number >= 1."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidInput(None, f"{name} must be a whole number from 1 (or null), not {value!r}")
+    return expected_revision(value)
+
+
+def _result_json(op: TxnOp, result: TxnResult) -> bytes:
+    if isinstance(result, Record):
+        return record_json(result)
+    if isinstance(op, TxnGet):
+        return b"null"
+    return b'{"key":%b,"revision":%b}' % (orjson.dumps(op.key), orjson.dumps(result))

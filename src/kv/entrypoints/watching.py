@@ -1,0 +1,122 @@
+"""`GET /watch?prefix=P` or `?key=K`: changes as Server-Sent Events, until the client leaves.
+
+The stream: `event: ready` once the watch is in place, then `put` and `delete` events (JSON
+data, each key's in commit order), a comment line every HEARTBEAT_SECONDS while idle, and at
+the end `overflow` (the watcher fell too far behind: list again) or `unavailable` (the
+backend's feed failed, or the server is stopping). A client that stops reading is dropped by
+the connection's send deadline (kv.entrypoints.protocol).
+"""
+
+import asyncio
+import contextlib
+import time
+
+import orjson
+from starlette.types import Receive, Scope, Send
+
+from kv.domain.commands import Watch
+from kv.domain.errors import ChangesLost, KVError
+from kv.domain.model import Change, Record, parse_key
+from kv.domain.watch import Watcher, WatcherOverflow
+from kv.entrypoints.handlers import record_json
+from kv.entrypoints.problems import BadRequest
+from kv.entrypoints.requests import Call, Stream
+
+HEARTBEAT_SECONDS = 15.0
+# Marks a scope whose response is a watch stream, for the connection (protocol.py): a
+# stream is exempt from the response deadline, and ends when the server stops.
+STREAMING = "kv.streaming"
+
+_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),  # proxies (nginx) must not hold events back
+]
+
+
+async def watch(call: Call) -> Stream:
+    query = call.query(("prefix", "key"))
+    if ("prefix" in query) == ("key" in query):
+        raise BadRequest("give exactly one of prefix (empty: every key) or key")
+    if "key" in query:
+        command = Watch(parse_key(query["key"]), exact=True)
+    else:
+        command = Watch(query["prefix"])
+    call.key = command.prefix
+    watcher = await call.service.watch(command)
+    return WatchStream(call, watcher)
+
+
+class ClientLeft(KVError):
+    def __init__(self) -> None:
+        super().__init__(None)
+
+
+class WatchStream(Stream):
+    """The SSE response of one watcher; unsubscribes it when the stream ends, however."""
+
+    def __init__(self, call: Call, watcher: Watcher) -> None:
+        super().__init__()
+        self.call = call
+        self.watcher = watcher
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope[STREAMING] = True
+        started = time.monotonic()
+        watcher = self.watcher
+        listener = asyncio.get_running_loop().create_task(_until_disconnect(receive, watcher))
+        ended = "client"
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
+            selector = "key" if watcher.watch.exact else "prefix"
+            ready = orjson.dumps({selector: watcher.watch.prefix})
+            await _events(send, b"event: ready\ndata: %b\n\n" % ready)
+            while True:
+                try:
+                    changes = await watcher.next(idle=HEARTBEAT_SECONDS)
+                except (WatcherOverflow, ChangesLost):
+                    ended = "overflow"
+                    await _events(send, b"event: overflow\ndata: {}\n\n")
+                    break
+                except ClientLeft:
+                    break
+                except KVError:  # the feed failed, or the service is stopping
+                    ended = "unavailable"
+                    await _events(send, b"event: unavailable\ndata: {}\n\n")
+                    break
+                await _events(send, b"".join(map(event, changes)) if changes else b": idle\n\n")
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            listener.cancel()
+            self.call.service.unwatch(watcher)
+            self.call.extra = {
+                "phase": "closed",
+                "ended": ended,
+                "events": watcher.sent,
+                "seconds": round(time.monotonic() - started, 3),
+            }
+
+
+async def _until_disconnect(receive: Receive, watcher: Watcher) -> None:
+    """End the watcher when the client goes away (its request has no body left to read)."""
+    with contextlib.suppress(OSError):
+        while (await receive())["type"] != "http.disconnect":
+            pass
+    watcher.end(ClientLeft())
+
+
+async def _events(send: Send, data: bytes) -> None:
+    await send({"type": "http.response.body", "body": data, "more_body": True})
+
+
+def event(change: Change) -> bytes:
+    """One change as an SSE event: `put` with the record, `delete` with the revision it had."""
+    if change.value is not None:
+        record = Record(change.key, change.value, change.revision, change.expires_at)
+        return b"event: put\ndata: %b\n\n" % record_json(record)
+    reason = b"expired" if change.expired else b"deleted"
+    return b'event: delete\ndata: {"key":%b,"revision":%d,"reason":"%b"}\n\n' % (
+        orjson.dumps(change.key),
+        change.revision,
+        reason,
+    )

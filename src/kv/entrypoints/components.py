@@ -109,7 +109,11 @@ def components(settings: Settings) -> Schema:
             },
             "CreateBody": {
                 "type": "object",
-                "properties": {"key": ref("schemas", "Key"), "value": ref("schemas", "Value")},
+                "properties": {
+                    "key": ref("schemas", "Key"),
+                    "value": ref("schemas", "Value"),
+                    "ttl": ref("schemas", "Ttl"),
+                },
                 "required": ["key", "value"],
                 "additionalProperties": False,
                 "description": "Other fields are 400 (to catch typos such as `vaule`).",
@@ -122,6 +126,7 @@ def components(settings: Settings) -> Schema:
                         **ref("schemas", "Key"),
                         "description": "Optional; when present it must equal the key in the path.",
                     },
+                    "ttl": ref("schemas", "Ttl"),
                 },
                 "required": ["value"],
                 "additionalProperties": False,

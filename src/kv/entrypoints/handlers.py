@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from kv import __version__
 from kv.domain.commands import Create, Delete, Get, Put
-from kv.domain.model import Record, parse_key
+from kv.domain.model import Record, parse_key, parse_ttl
 from kv.entrypoints.problems import BadRequest
 from kv.entrypoints.requests import Call, encode_value, utf8_size
 
@@ -70,10 +70,11 @@ def json_response(content: Any) -> Response:
 
 
 async def create(call: Call) -> Response:
-    data, body = await call.json_object(("key", "value"), ("key", "value"))
+    data, body = await call.json_object(("key", "value", "ttl"), ("key", "value"))
     key = data["key"]
     call.key = key if isinstance(key, str) else None
-    command = Create(parse_key(key), encode_value(data["value"], body))
+    ttl_ms = parse_ttl(data.get("ttl"))
+    command = Create(parse_key(key), encode_value(data["value"], body), ttl_ms)
     call.size = utf8_size(command.value)
     return record_response(await call.service.create(command))
 
@@ -97,10 +98,12 @@ async def upsert(call: Call) -> Response:
 
 async def _put(call: Call, *, upsert: bool) -> Response:
     key = call.path_key()
-    data, body = await call.json_object(("value", "key"), ("value",))
+    data, body = await call.json_object(("value", "key", "ttl"), ("value",))
     if "key" in data and data["key"] != key:
         raise BadRequest(f"the body's key {data['key']!r} differs from the key in the path")
-    command = Put(key, encode_value(data["value"], body), call.if_match(), upsert)
+    ttl_ms = parse_ttl(data.get("ttl"))
+    value = encode_value(data["value"], body)
+    command = Put(key, value, call.if_match(), upsert, ttl_ms)
     call.size = utf8_size(command.value)
     return record_response(await call.service.put(command))
 

@@ -183,9 +183,10 @@ async def open_watch_hub(
     repository: Repository,
     max_watchers: int,
     timeout: float,  # noqa: ASYNC109 (how long a watcher waits for the feed to subscribe)
+    backend: str,
 ) -> AsyncIterator[WatchHub]:
     """The Resource of the watch hub: every watcher is ended when the service stops."""
-    hub = WatchHub(repository, max_watchers=max_watchers, timeout=timeout)
+    hub = WatchHub(repository, max_watchers=max_watchers, timeout=timeout, backend=backend)
     try:
         yield hub
     finally:
@@ -234,6 +235,7 @@ class Container(containers.DeclarativeContainer):
         repository=repository,
         max_watchers=config.max_watchers,
         timeout=config.backend_timeout,
+        backend=config.backend,
     )
 
     service = providers.Singleton(KVService, repository=repository, watches=watches)

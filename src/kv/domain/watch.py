@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Sequence
 
 from kv.domain.commands import Watch
-from kv.domain.errors import ChangesLost, KVError, StorageUnavailable, TooManyWatchers
+from kv.domain.errors import ChangesLost, Failure, KVError, StorageUnavailable, TooManyWatchers
 from kv.domain.model import Change
 from kv.domain.ports import Repository
 
@@ -87,9 +87,11 @@ class WatchHub:
         *,
         max_watchers: int,
         timeout: float,
+        backend: str = "",
         max_backlog: int = MAX_BACKLOG,
     ) -> None:
         self._repository = repository
+        self._backend = backend
         self._max_watchers = max_watchers
         self._timeout = timeout
         self._max_backlog = max_backlog
@@ -104,7 +106,7 @@ class WatchHub:
         """A watcher that receives every matching change committed from now on.
 
         Raises TooManyWatchers over the limit, StorageUnavailable when the backend cannot
-        subscribe within the timeout.
+        subscribe (within the timeout).
         """
         if len(self._watchers) >= self._max_watchers:
             raise TooManyWatchers(self._max_watchers)
@@ -116,6 +118,9 @@ class WatchHub:
             assert self._subscribed is not None
             async with asyncio.timeout(self._timeout):
                 await asyncio.shield(self._subscribed)
+        except TimeoutError:
+            self.close(watcher)
+            raise StorageUnavailable(self._backend, Failure.TIMEOUT) from None
         except BaseException:
             self.close(watcher)
             raise

@@ -1,0 +1,121 @@
+"""The watch hub: one feed per process, fanned out by prefix, each watcher bounded."""
+
+import asyncio
+from collections.abc import AsyncGenerator, Sequence
+
+import pytest
+
+from kv.adapters.memory import MemoryRepository
+from kv.domain.commands import Watch
+from kv.domain.errors import ChangesLost, Failure, StorageUnavailable, TooManyWatchers
+from kv.domain.model import Change, Key
+from kv.domain.watch import WatchClosed, WatcherOverflow, WatchHub
+
+
+class CountingStore(MemoryRepository):
+    """Counts the feeds opened on it, and can make the next one fail."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.feeds = 0
+        self.open = 0
+        self.failure: Exception | None = None
+        self.never_ready = False
+
+    async def changes(self) -> AsyncGenerator[Sequence[Change], None]:
+        self.feeds += 1
+        self.open += 1
+        try:
+            if self.never_ready:
+                await asyncio.Event().wait()
+            if self.failure is not None:
+                raise self.failure
+            async for batch in super().changes():
+                yield batch
+        finally:
+            self.open -= 1
+
+
+async def test_watchers_share_one_feed_and_see_only_their_keys() -> None:
+    store = CountingStore()
+    hub = WatchHub(store, max_watchers=10, timeout=1)
+    apps = await hub.open(Watch("app/"))
+    one = await hub.open(Watch("app/x", exact=True))
+    await store.create(Key("app/x"), "1")
+    await store.create(Key("app/xy"), "2")
+    await store.create(Key("other"), "3")
+    assert store.feeds == 1
+    assert [c.key for c in await apps.next(idle=1)] == ["app/x", "app/xy"]
+    assert [c.key for c in await one.next(idle=1)] == ["app/x"]
+    assert await one.next(idle=0.01) == []  # idle: nothing more
+    assert apps.sent == 2 and one.sent == 1
+
+
+async def test_the_feed_stops_with_the_last_watcher_and_starts_with_the_next() -> None:
+    store = CountingStore()
+    hub = WatchHub(store, max_watchers=10, timeout=1)
+    watcher = await hub.open(Watch(""))
+    hub.close(watcher)
+    await asyncio.sleep(0.01)
+    assert store.open == 0 and len(hub) == 0
+    again = await hub.open(Watch(""))
+    await store.create(Key("k"), "1")
+    assert [c.key for c in await again.next(idle=1)] == ["k"]
+    assert store.feeds == 2
+
+
+async def test_the_limit_of_watchers_holds() -> None:
+    hub = WatchHub(CountingStore(), max_watchers=2, timeout=1)
+    await hub.open(Watch(""))
+    await hub.open(Watch(""))
+    with pytest.raises(TooManyWatchers):
+        await hub.open(Watch(""))
+
+
+async def test_a_slow_watcher_overflows_alone_and_its_backlog_is_freed() -> None:
+    store = CountingStore()
+    hub = WatchHub(store, max_watchers=10, timeout=1, max_backlog=5)
+    slow = await hub.open(Watch(""))
+    fast = await hub.open(Watch(""))
+    for i in range(6):
+        await store.upsert(Key("k"), str(i))
+        assert len(await fast.next(idle=1)) == 1
+    with pytest.raises(WatcherOverflow):
+        await slow.next(idle=1)
+    assert not slow._backlog
+
+
+@pytest.mark.parametrize(
+    "failure", [StorageUnavailable("redis", Failure.UNREACHABLE), ChangesLost()]
+)
+async def test_a_feed_that_fails_ends_every_watcher_and_a_new_one_retries(
+    failure: Exception,
+) -> None:
+    store = CountingStore()
+    hub = WatchHub(store, max_watchers=10, timeout=1)
+    store.failure = failure
+    with pytest.raises(type(failure)):
+        await hub.open(Watch(""))
+    assert len(hub) == 0
+    store.failure = None
+    watcher = await hub.open(Watch(""))
+    await store.create(Key("k"), "1")
+    assert len(await watcher.next(idle=1)) == 1
+
+
+async def test_a_feed_that_never_subscribes_times_out() -> None:
+    store = CountingStore()
+    store.never_ready = True
+    hub = WatchHub(store, max_watchers=10, timeout=0.05, backend="redis")
+    with pytest.raises(StorageUnavailable) as caught:
+        await hub.open(Watch(""))
+    assert caught.value.failure is Failure.TIMEOUT
+    assert len(hub) == 0
+
+
+async def test_closing_the_hub_ends_every_watcher() -> None:
+    hub = WatchHub(CountingStore(), max_watchers=10, timeout=1)
+    watcher = await hub.open(Watch(""))
+    await hub.aclose()
+    with pytest.raises(WatchClosed):
+        await watcher.next(idle=1)

@@ -12,6 +12,8 @@ import gc
 from pathlib import Path
 
 from kv.adapters.memory import MemoryRepository
+from kv.domain.commands import Create
+from kv.domain.model import Key
 from kv.domain.service import KVService
 
 
@@ -25,7 +27,7 @@ def rss_bytes() -> int:
 async def load(service: KVService, keys: int, value_bytes: int) -> None:
     # Every value its own string, as values decoded from requests are.
     for i in range(keys):
-        await service.create(f"user/{i:010d}", f'"{i:0{value_bytes - 2}d}"')
+        await service.create(Create(Key(f"user/{i:010d}"), f'"{i:0{value_bytes - 2}d}"'))
 
 
 def main() -> None:

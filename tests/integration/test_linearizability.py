@@ -1,9 +1,9 @@
 """Concurrent clients against a real `kv serve` see one atomic register per key.
 
 8 clients, each with its own connection, issue 300 random creates, overwrites (half with
-If-Match), reads and deletes (half with If-Match) on 3 keys; the history, timed by one
-monotonic clock, must be linearizable (tests/linearizability.py). With `--soak` (or
-KV_SOAK=1): 16 clients, 2000 operations each.
+If-Match), reads and deletes (half with If-Match) on 3 keys, a third of them as one-operation
+transactions (POST /txn); the history, timed by one monotonic clock, must be linearizable
+(tests/linearizability.py). With `--soak` (or KV_SOAK=1): 16 clients, 2000 operations each.
 """
 
 import asyncio
@@ -29,7 +29,11 @@ def test_concurrent_clients_see_a_linearizable_history(
     prefix = uuid.uuid4().hex[:8]
     keys = [f"{prefix}/lin {n}" for n in range(3)]
     try:
-        run = asyncio.run(run_clients(server.url, keys, clients=clients, operations=operations))
+        run = asyncio.run(
+            run_clients(
+                server.url, keys, clients=clients, operations=operations, transactions=1 / 3
+            )
+        )
     finally:
         stop_kv(server)
 
@@ -41,5 +45,7 @@ def test_concurrent_clients_see_a_linearizable_history(
     # A history without contention would prove little: each outcome must occur.
     statuses = run.statuses()
     assert all(statuses.get(status, 0) > 0 for status in (200, 404, 409, 412)), statuses
+    through_txn = sum(1 for answer in run.answers if "-txn-" in (answer.request_id or ""))
+    assert through_txn > operations, through_txn  # single-key operations made as transactions
     result = check(run.history)
     assert result.ok, f"{result.explanation}\n(history: {tmp_path / 'history.jsonl'})"

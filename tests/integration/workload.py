@@ -86,6 +86,7 @@ class Plan:
     seed: int
     request_timeout: float
     headers: dict[str, str] | None
+    transactions: float  # the share of operations sent as one-operation transactions
 
 
 async def run_clients(
@@ -100,6 +101,7 @@ async def run_clients(
     request_timeout: float = 30.0,
     headers: dict[str, str] | None = None,
     into: Run | None = None,
+    transactions: float = 0.0,
 ) -> Run:
     """`clients` tasks, each with its own connection, issue random operations on `keys`
     until each has done `operations` or `until` is set. Transport errors are recorded (the
@@ -107,7 +109,9 @@ async def run_clients(
     as they come, for a caller that watches the run while it goes on."""
     assert operations is not None or until is not None
     weighted = [kind for kind in kinds for _ in range(WEIGHTS[kind])]
-    plan = Plan(url, keys, operations, until, weighted, seed, request_timeout, headers)
+    plan = Plan(
+        url, keys, operations, until, weighted, seed, request_timeout, headers, transactions
+    )
     run = Run() if into is None else into
     await asyncio.gather(*(_client(plan, number, run) for number in range(clients)))
     return run
@@ -132,7 +136,8 @@ async def _client(plan: Plan, number: int, run: Run) -> None:
             if kind in ("overwrite", "delete") and rng.random() < 0.5:
                 if_match = seen.get(key, rng.randint(1, 3))
             value = {"client": number, "n": done}
-            answer = await request(client, number, kind, key, value, if_match)
+            send = transaction if rng.random() < plan.transactions else request
+            answer = await send(client, number, kind, key, value, if_match)
             run.answers.append(answer)
             if answer.error is not None:
                 await asyncio.sleep(0.05)  # the server is gone or going: do not spin
@@ -191,3 +196,57 @@ async def request(
         **extra,
     )
     return Answer(op, returned - invoked, status, None, headers["x-request-id"])
+
+
+# A one-operation transaction is the same register operation, answered in the txn's terms.
+_TXN_OPS = {"create": "create", "overwrite": "put", "get": "get", "delete": "delete"}
+_TXN_STATUS = {"exists": 409, "not_found": 404, "revision_mismatch": 412}
+
+
+async def transaction(
+    client: httpx.AsyncClient,
+    number: int,
+    kind: Kind,
+    key: str,
+    value: Any,
+    if_match: int | None,
+) -> Answer:
+    """`kind` on `key` sent as POST /txn with one operation, mapped back to the status the
+    single-key request would have had (so the same model checks it)."""
+    op: dict[str, Any] = {"op": _TXN_OPS[kind], "key": key}
+    if kind in ("create", "overwrite"):
+        op["value"] = value
+    if if_match is not None:
+        op["if_revision"] = if_match
+    headers = {"x-request-id": f"c{number}-txn-{time.monotonic_ns()}"}
+    invoked = time.monotonic()
+    try:
+        response = await client.post("/txn", json={"ops": [op]}, headers=headers)
+    except httpx.TransportError as exc:
+        returned = time.monotonic()
+        unknown = Operation(kind, key, invoked, None, value=value, if_match=if_match, client=number)
+        return Answer(unknown, returned - invoked, None, f"{type(exc).__name__}: {exc}")
+    returned = time.monotonic()
+    body = response.json() if response.status_code in (200, 409) else {}
+    status: int | None = response.status_code
+    revision = observed = None
+    if status == 409:
+        status = _TXN_STATUS.get(body.get("reason", ""), 409)
+    elif status == 200:
+        (result,) = body["results"]
+        if result is None:  # a get of a missing key
+            status = 404
+        else:
+            revision = result["revision"]
+            observed = result.get("value")
+    if status not in EXPECTED:
+        unknown = Operation(kind, key, invoked, None, value=value, if_match=if_match, client=number)
+        return Answer(
+            unknown, returned - invoked, status, response.text[:300], headers["x-request-id"]
+        )
+    extra = {"observed": observed} if kind == "get" and status == 200 else {}
+    recorded = Operation(
+        kind, key, invoked, returned, status, revision,
+        value=value, if_match=if_match, client=number, **extra,
+    )  # fmt: skip
+    return Answer(recorded, returned - invoked, status, None, headers["x-request-id"])

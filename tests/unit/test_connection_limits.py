@@ -8,9 +8,11 @@ from typing import Any
 
 import pytest
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
 
 from kv.container import ConfigError, Settings
-from kv.entrypoints import cli
+from kv.entrypoints import cli, protocol
 from kv.entrypoints.protocol import GuardedHttpToolsProtocol
 
 
@@ -118,3 +120,64 @@ def test_kv_serve_defaults_bound_every_connection(monkeypatch: pytest.MonkeyPatc
     keywords = options["http"].keywords
     assert (keywords["header_timeout"], keywords["body_timeout"]) == (10.0, 30.0)
     assert keywords["overload"].limit == 1000
+
+
+def test_the_installed_uvicorn_has_every_hooked_member() -> None:
+    assert protocol.missing_hooks(protocol.UVICORN_CLASSES) == []
+    protocol.check_uvicorn(protocol.UVICORN_CLASSES, uvicorn.__version__)
+
+
+def without(cls: type, member: str) -> type:
+    """A copy of `cls` (same name) that lacks `member`, as another uvicorn might."""
+    namespace = {name: value for name, value in vars(cls).items() if name != member}
+    return type(cls.__name__, cls.__bases__, namespace)
+
+
+def test_a_missing_hooked_method_stops_start_up_naming_it_and_the_version() -> None:
+    classes = {
+        **protocol.UVICORN_CLASSES,
+        "HttpToolsProtocol": without(HttpToolsProtocol, "on_response_complete"),
+    }
+    with pytest.raises(protocol.UnsupportedUvicorn) as refused:
+        protocol.check_uvicorn(classes, version="0.99.0")
+    message = str(refused.value)
+    assert "uvicorn 0.99.0 is installed" in message
+    assert "HttpToolsProtocol.on_response_complete() is missing" in message
+    assert f"Install uvicorn {protocol.PINNED_UVICORN}.x" in message
+
+
+def test_a_hooked_method_of_another_shape_or_an_attribute_no_longer_set_is_named() -> None:
+    class Cycle:  # a RequestResponseCycle that no longer has `disconnected`
+        def __init__(self) -> None:
+            self.response_started = self.response_complete = self.keep_alive = False
+            self.message_event = None
+
+    class Protocol(HttpToolsProtocol):
+        def on_message_complete(self, final: bool) -> None:  # type: ignore[override]
+            pass
+
+    classes = {
+        **protocol.UVICORN_CLASSES,
+        "HttpToolsProtocol": Protocol,
+        "RequestResponseCycle": Cycle,
+    }
+    assert protocol.missing_hooks(classes) == [
+        "HttpToolsProtocol.on_message_complete() takes (final), not ()",
+        "RequestResponseCycle.disconnected is no longer set by RequestResponseCycle.__init__()",
+    ]
+
+
+def test_kv_serve_refuses_to_start_on_an_uvicorn_without_the_hooks(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    classes = {**protocol.UVICORN_CLASSES, "ServerState": without(ServerState, "__init__")}
+    monkeypatch.setattr(protocol, "UVICORN_CLASSES", classes)
+    monkeypatch.setattr(uvicorn, "__version__", "0.99.0")
+    ran: list[object] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **_options: ran.append(args))
+    assert cli.main(["serve"]) == 2
+    assert ran == []
+    error = capsys.readouterr().err
+    assert error.startswith("kv: kv serve extends private members of uvicorn 0.54.x")
+    assert "uvicorn 0.99.0 is installed" in error
+    assert "ServerState.connections is no longer set by ServerState.__init__()" in error

@@ -21,15 +21,26 @@ connection (and, with the body or the response, a task) for ever. Since uvicorn'
   `Retry-After`, instead of uvicorn's plain-text one.
 
 Timers are armed only when needed: a request that arrives in one piece costs none beyond
-uvicorn's own keep-alive timer. Built against uvicorn's HttpToolsProtocol (pinned in the lock
-file); tests/integration/test_limits.py checks each limit against a real `kv serve`.
+uvicorn's own keep-alive timer. tests/integration/test_limits.py checks each limit against a
+real `kv serve`.
+
+uvicorn has no public API for any of this: the class extends uvicorn's HttpToolsProtocol
+through the members listed in `HOOKED_METHODS` and `HOOKED_ATTRIBUTES`, read from the uvicorn
+version pyproject.toml pins. `check_uvicorn` verifies them when `kv serve` builds the factory,
+so another uvicorn stops start-up with a message rather than misbehaving under load. Where
+asyncio gives the same thing publicly (the transport, the loop), the class uses that.
 """
 
 import asyncio
+import dis
 import functools
+import inspect
 import time
+from collections import deque
+from collections.abc import Callable, Mapping
 from typing import Any
 
+import uvicorn
 from loguru import logger
 from starlette.types import Receive, Scope, Send
 from uvicorn.config import Config
@@ -40,6 +51,98 @@ from kv.entrypoints.problems import MEDIA_TYPE, problem_body
 
 RETRY_AFTER_SECONDS = b"1"
 _OVERLOAD_LOG_SECONDS = 1.0  # at most one "over the limit" line a second, with a count
+
+# The uvicorn minor version whose private members this module hooks (pyproject.toml pins it).
+PINNED_UVICORN = "0.54"
+# What the class relies on in uvicorn beyond asyncio's Protocol interface, as read in
+# uvicorn 0.54. Methods it overrides and calls, with their parameters after `self`:
+HOOKED_METHODS: dict[str, dict[str, tuple[str, ...]]] = {
+    "HttpToolsProtocol": {
+        # how uvicorn's server builds the protocol (the contract of `http=` classes)
+        "__init__": ("config", "server_state", "app_state", "_loop"),
+        # httptools callbacks, extended to start and stop the deadlines
+        "on_headers_complete": (),
+        "on_message_complete": (),
+        # called by a RequestResponseCycle when its response is sent
+        "on_response_complete": (),
+    },
+}
+# Attributes it reads or sets, with the uvicorn method that assigns them:
+HOOKED_ATTRIBUTES: dict[str, dict[str, str]] = {
+    "HttpToolsProtocol": {
+        "app": "__init__",  # swapped for the 503 app over the concurrency limit
+        "cycle": "__init__",  # the newest request's RequestResponseCycle
+    },
+    "RequestResponseCycle": {
+        # whether a request is still owed (part of) its answer
+        "response_started": "__init__",
+        "response_complete": "__init__",
+        # set to tell a handler the client is gone (what uvicorn does on connection_lost)
+        "disconnected": "__init__",
+        "keep_alive": "__init__",
+        "message_event": "__init__",
+    },
+    "ServerState": {
+        # the open connections and running requests the concurrency limit counts
+        "connections": "__init__",
+        "tasks": "__init__",
+    },
+}
+UVICORN_CLASSES: dict[str, type] = {
+    "HttpToolsProtocol": HttpToolsProtocol,
+    "RequestResponseCycle": RequestResponseCycle,
+    "ServerState": ServerState,
+}
+
+
+class UnsupportedUvicorn(RuntimeError):
+    """The installed uvicorn lacks a member this module hooks, or has it in another shape."""
+
+
+def check_uvicorn(classes: Mapping[str, type], version: str) -> None:
+    """Fail unless every hooked member of uvicorn exists with the shape this module expects."""
+    missing = missing_hooks(classes)
+    if missing:
+        raise UnsupportedUvicorn(
+            f"kv serve extends private members of uvicorn {PINNED_UVICORN}.x (README: "
+            f"Pinned private hooks), and uvicorn {version} is installed: "
+            + "; ".join(missing)
+            + f". Install uvicorn {PINNED_UVICORN}.x (pip install -r requirements.lock)."
+        )
+
+
+def missing_hooks(classes: Mapping[str, type]) -> list[str]:
+    """Each hooked member that `classes` lack or have in another shape, said in a sentence."""
+    missing = []
+    for owner, methods in HOOKED_METHODS.items():
+        for name, parameters in methods.items():
+            method = getattr(classes[owner], name, None)
+            if not callable(method):
+                missing.append(f"{owner}.{name}() is missing")
+                continue
+            try:
+                found = tuple(inspect.signature(method).parameters)[1:]
+            except (TypeError, ValueError):
+                found = None
+            if found != parameters:
+                missing.append(
+                    f"{owner}.{name}() takes ({', '.join(found or ('?',))}), "
+                    f"not ({', '.join(parameters)})"
+                )
+    for owner, attributes in HOOKED_ATTRIBUTES.items():
+        for name, assigner in attributes.items():
+            if not _assigns(getattr(classes[owner], assigner, None), name):
+                missing.append(f"{owner}.{name} is no longer set by {owner}.{assigner}()")
+    return missing
+
+
+def _assigns(method: Callable[..., Any] | None, attribute: str) -> bool:
+    """Whether `method`'s code sets `attribute` on an object (`self.attribute = ...`)."""
+    try:
+        instructions = dis.get_instructions(method)  # type: ignore[arg-type]
+    except TypeError:  # None, or not Python code
+        return False
+    return any(i.opname == "STORE_ATTR" and i.argval == attribute for i in instructions)
 
 
 def raw_problem(status: int, reason: str, detail: str, *extra: bytes) -> bytes:
@@ -113,21 +216,30 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.body_timeout = body_timeout
         self.max_header_bytes = max_header_bytes
         self.overload = overload
-        # uvicorn's own check would answer in plain text: this class checks instead.
-        self.limit_concurrency = None
+        # Open connections and running requests, as uvicorn's own limit_concurrency counts
+        # them (`kv serve` leaves that option unset: its answer would be plain text).
+        self.open_connections = server_state.connections
+        self.running_requests = server_state.tasks
+        # Set by connection_made (asyncio's interface rather than uvicorn's attributes).
+        self.connection: asyncio.Transport = None  # type: ignore[assignment]
+        self.event_loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self.reading_head = True  # waiting for (the rest of) a request line and headers
         self.reading_body = False  # the head has arrived, the body has not all arrived
         self.head_bytes = 0
         self.head_timer: asyncio.TimerHandle | None = None
         self.body_timer: asyncio.TimerHandle | None = None
         self.send_timer: asyncio.TimerHandle | None = None
-        self.running: RequestResponseCycle | None = None  # the request being answered
+        # The requests of this connection not yet answered, oldest (the one being answered)
+        # first: uvicorn answers them one at a time, in order.
+        self.unanswered: deque[RequestResponseCycle] = deque()
 
     # --- connection events ------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self.head_timer = self.loop.call_later(self.header_timeout, self._head_too_slow)
+        self.connection = transport
+        self.event_loop = asyncio.get_running_loop()
+        self.head_timer = self.event_loop.call_later(self.header_timeout, self._head_too_slow)
 
     def connection_lost(self, exc: Exception | None) -> None:
         for timer in (self.head_timer, self.body_timer, self.send_timer):
@@ -143,7 +255,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.reading_head:
             self.head_bytes += len(data)
         super().data_received(data)
-        if self.transport.is_closing():
+        if self.connection.is_closing():
             return
         if self.reading_head and self.head_bytes > self.max_header_bytes:
             # A chunk that ended the head is not counted (the flag is off again by then), so
@@ -154,22 +266,18 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 f"the request line and headers exceed {self.max_header_bytes} bytes",
             )
         elif self.reading_body and self.body_timer is None:
-            self.body_timer = self.loop.call_later(self.body_timeout, self._body_too_slow)
+            self.body_timer = self.event_loop.call_later(self.body_timeout, self._body_too_slow)
 
     def pause_writing(self) -> None:
         super().pause_writing()
         if self.send_timer is None:
-            self.send_timer = self.loop.call_later(self.body_timeout, self._not_reading)
+            self.send_timer = self.event_loop.call_later(self.body_timeout, self._not_reading)
 
     def resume_writing(self) -> None:
         super().resume_writing()
         if self.send_timer is not None:
             self.send_timer.cancel()
             self.send_timer = None
-
-    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
-        self.running = cycle
-        super()._start_asgi_task(cycle, app)
 
     # --- parser callbacks -------------------------------------------------------------------
 
@@ -179,7 +287,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.head_timer.cancel()
             self.head_timer = None
         limit = self.overload.limit
-        if len(self.connections) >= limit or len(self.tasks) >= limit:
+        if len(self.open_connections) >= limit or len(self.running_requests) >= limit:
             # The same test uvicorn's limit_concurrency makes; this answer is problem+json.
             app, self.app = self.app, self.overload
             try:
@@ -188,6 +296,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 self.app = app
         else:
             super().on_headers_complete()
+        self.unanswered.append(self.cycle)
 
     def on_message_complete(self) -> None:
         self.reading_head, self.reading_body = True, False
@@ -197,6 +306,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
+        if self.unanswered:
+            self.unanswered.popleft()
         super().on_response_complete()
         # The next head is due within header_timeout (uvicorn's keep-alive timer, armed by
         # super(), closes a connection that stays silent sooner). Not while a pipelined
@@ -204,20 +315,19 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if (
             self.reading_head
             and self.head_timer is None
-            and self.cycle.response_complete
-            and not self.transport.is_closing()
+            and not self.unanswered
+            and not self.connection.is_closing()
         ):
-            self.head_timer = self.loop.call_later(self.header_timeout, self._head_too_slow)
+            self.head_timer = self.event_loop.call_later(self.header_timeout, self._head_too_slow)
 
     # --- deadlines --------------------------------------------------------------------------
 
     def _head_too_slow(self) -> None:
         self.head_timer = None
-        idle = self.cycle is None or self.cycle.response_complete
-        if not (self.reading_head and idle) or self.transport.is_closing():
+        if not self.reading_head or self.unanswered or self.connection.is_closing():
             return
         if self.head_bytes == 0:
-            self.transport.close()  # a silent connection: nobody to answer
+            self.connection.close()  # a silent connection: nobody to answer
         else:
             self._refuse(
                 408,
@@ -227,7 +337,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _body_too_slow(self) -> None:
         self.body_timer = None
-        if not self.reading_body or self.transport.is_closing():
+        if not self.reading_body or self.connection.is_closing():
             return
         self._refuse(
             408,
@@ -237,9 +347,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _not_reading(self) -> None:
         self.send_timer = None
-        if not self.transport.is_closing():
+        if not self.connection.is_closing():
             # abort(), not close(): close() would wait for the very buffer it cannot send.
-            self.transport.abort()
+            self.connection.abort()
 
     def _refuse(self, status: int, reason: str, detail: str) -> None:
         """Answer `status` and close the connection.
@@ -250,21 +360,21 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         one; the client sees a closed connection). A handler waiting for the rest of a body
         is told the client is gone, and its own answer is dropped.
         """
-        cycle = self.cycle
         if self.reading_body:
+            cycle = self.cycle
             answer = cycle is not None and not cycle.response_started
         else:
-            answer = cycle is None or cycle.response_complete
+            answer = not self.unanswered
         if answer:
-            self.transport.write(raw_problem(status, reason, detail))
+            self.connection.write(raw_problem(status, reason, detail))
         self._drop_answers()
-        self.transport.close()
+        self.connection.close()
 
     def _drop_answers(self) -> None:
         """Tell every request not yet answered on this connection that the client is gone:
         a handler waiting for its body wakes up, and what it sends is dropped."""
-        for cycle in (self.running, self.cycle, *(queued for queued, _ in self.pipeline)):
-            if cycle is not None and not cycle.response_complete:
+        for cycle in self.unanswered:
+            if not cycle.response_complete:
                 cycle.keep_alive = False
                 cycle.disconnected = True
                 cycle.message_event.set()
@@ -275,8 +385,10 @@ def protocol_factory(
 ) -> "functools.partial[GuardedHttpToolsProtocol]":
     """What `kv serve` passes as uvicorn's `http`: the protocol class with these limits.
 
-    A partial of a module-level class, so uvicorn can pickle it into worker processes.
+    A partial of a module-level class, so uvicorn can pickle it into worker processes. Checks
+    first that the installed uvicorn has every member the class hooks (UnsupportedUvicorn).
     """
+    check_uvicorn(UVICORN_CLASSES, uvicorn.__version__)
     return functools.partial(
         GuardedHttpToolsProtocol,
         header_timeout=header_timeout,

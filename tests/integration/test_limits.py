@@ -86,12 +86,27 @@ def served_meanwhile(server: Server, until: float) -> int:
 
 
 def status_and_problem(response: bytes) -> tuple[int, dict[str, object]]:
+    """The status and problem+json body of an answer the protocol wrote, which must also carry
+    a request id and close the connection."""
     head, _, body = response.partition(b"\r\n\r\n")
     status = int(head.split(b" ")[1])
-    assert b"content-type: application/problem+json" in head.lower()
+    headers = head_fields(head)
+    assert headers["content-type"] == "application/problem+json"
+    assert headers["connection"] == "close"
+    assert 0 < len(headers["x-request-id"]) <= 128
     problem: dict[str, object] = orjson.loads(body)
     assert problem["status"] == status
+    problem["x-request-id"] = headers["x-request-id"]  # for the tests that check which id
     return status, problem
+
+
+def head_fields(head: bytes) -> dict[str, str]:
+    """A response head's fields, names lowercased."""
+    fields = {}
+    for line in head.decode().split("\r\n")[1:]:
+        name, _, value = line.partition(":")
+        fields[name.strip().lower()] = value.strip()
+    return fields
 
 
 def test_an_idle_keep_alive_connection_is_closed_after_the_keep_alive_timeout(
@@ -208,6 +223,9 @@ def test_over_the_concurrency_limit_is_a_503_problem_until_idle_connections_are_
             assert refused.headers["retry-after"].isdigit()
             assert refused.headers["content-type"] == "application/problem+json"
             assert refused.json()["status"] == 503
+            assert refused.headers["x-request-id"]
+            mine = client.get("/kv/a", headers={"x-request-id": "mine-503"})
+            assert mine.status_code == 503 and mine.headers["x-request-id"] == "mine-503"
             # ...but only until the header timeout closes them: then clients are served.
             deadline = opened + HEADER_TIMEOUT + SLACK
             while (status := client.get("/kv/a").status_code) == 503:
@@ -219,3 +237,41 @@ def test_over_the_concurrency_limit_is_a_503_problem_until_idle_connections_are_
     finally:
         stop_kv(server)
     assert "over KV_LIMIT_CONCURRENCY=4: refused" in server.log.read_text()
+
+
+MALFORMED = {
+    # A header name with a space: no usable id was parsed before it.
+    "bad header name": (b"GET /kv/x HTTP/1.1\r\nHost: kv\r\nBad Header: 1\r\n\r\n", 400, None),
+    # A bad Content-Length: the id sent before it is echoed.
+    "bad content-length": (
+        b"PUT /kv/x HTTP/1.1\r\nHost: kv\r\nX-Request-ID: mine-1\r\nContent-Length: 1x\r\n\r\n",
+        400,
+        "mine-1",
+    ),
+    # Methods the parser does not know (RFC 9110 15.6.2); methods are case-sensitive.
+    "unknown method": (b"FOO /kv/x HTTP/1.1\r\nHost: kv\r\n\r\n", 501, None),
+    "lowercase method": (b"get /kv/x HTTP/1.1\r\nHost: kv\r\n\r\n", 501, None),
+    # A head that outgrows the limit before it ends.
+    "head too large": (
+        b"GET /health HTTP/1.1\r\nX-Request-ID: mine-2\r\nX-Big: " + b"a" * MAX_HEADER_BYTES,
+        431,
+        "mine-2",
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "request_id"), MALFORMED.values(), ids=MALFORMED.keys()
+)
+def test_the_protocol_answers_malformed_requests_with_a_problem_and_a_request_id(
+    server: Server, request_bytes: bytes, status: int, request_id: str | None
+) -> None:
+    sock = connect(server)
+    sock.sendall(request_bytes)
+    response, _ = read_until_closed(sock)
+    answered, problem = status_and_problem(response)
+    assert answered == status
+    if request_id is not None:
+        assert problem["x-request-id"] == request_id
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        assert client.get("/health").status_code == 200  # the server goes on

@@ -181,3 +181,14 @@ def test_kv_serve_refuses_to_start_on_an_uvicorn_without_the_hooks(
     assert error.startswith("kv: kv serve extends private members of uvicorn 0.54.x")
     assert "uvicorn 0.99.0 is installed" in error
     assert "ServerState.connections is no longer set by ServerState.__init__()" in error
+
+
+def test_each_worker_process_generates_request_ids_of_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    factory = serve_options(monkeypatch, {})["http"]
+    ids = factory.keywords["ids"]
+    assert factory.keywords["overload"].ids is ids  # one generator for the protocol's answers
+    copy = pickle.loads(pickle.dumps(factory))  # noqa: S301 (our own bytes)
+    assert copy.keywords["overload"].ids is copy.keywords["ids"]
+    assert copy.keywords["ids"].prefix != ids.prefix

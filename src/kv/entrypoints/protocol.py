@@ -18,7 +18,12 @@ connection (and, with the body or the response, a task) for ever. Since uvicorn'
 - a send deadline: a client that leaves a response unread for `body_timeout` (the server's
   writes stay paused that long) is disconnected;
 - over `limit_concurrency` open connections or running requests, a problem+json 503 with
-  `Retry-After`, instead of uvicorn's plain-text one.
+  `Retry-After`, instead of uvicorn's plain-text one;
+- a request httptools cannot parse gets a problem+json 400 (uvicorn's is plain text), and
+  one with a method it does not know a 501 (RFC 9110 15.6.2).
+
+Every answer this module writes itself is problem+json with an `X-Request-ID`: the client's,
+when its head was parsed that far and the id is usable, else a generated one.
 
 Timers are armed only when needed: a request that arrives in one piece costs none beyond
 uvicorn's own keep-alive timer. tests/integration/test_limits.py checks each limit against a
@@ -40,6 +45,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import httptools
 import uvicorn
 from loguru import logger
 from starlette.types import Receive, Scope, Send
@@ -48,6 +54,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 from uvicorn.server import ServerState
 
 from kv.entrypoints.problems import MEDIA_TYPE, problem_body
+from kv.entrypoints.request_ids import RequestIds
 
 RETRY_AFTER_SECONDS = b"1"
 _OVERLOAD_LOG_SECONDS = 1.0  # at most one "over the limit" line a second, with a count
@@ -60,6 +67,9 @@ HOOKED_METHODS: dict[str, dict[str, tuple[str, ...]]] = {
     "HttpToolsProtocol": {
         # how uvicorn's server builds the protocol (the contract of `http=` classes)
         "__init__": ("config", "server_state", "app_state", "_loop"),
+        # stops uvicorn's keep-alive timer when data arrives (data_received is replaced, to
+        # answer parse errors in problem+json)
+        "_unset_keepalive_if_required": (),
         # httptools callbacks, extended to start and stop the deadlines
         "on_headers_complete": (),
         "on_message_complete": (),
@@ -72,6 +82,8 @@ HOOKED_ATTRIBUTES: dict[str, dict[str, str]] = {
     "HttpToolsProtocol": {
         "app": "__init__",  # swapped for the 503 app over the concurrency limit
         "cycle": "__init__",  # the newest request's RequestResponseCycle
+        "parser": "__init__",  # the httptools parser, fed by data_received
+        "headers": "on_message_begin",  # the head parsed so far: its X-Request-ID
     },
     "RequestResponseCycle": {
         # whether a request is still owed (part of) its answer
@@ -145,15 +157,15 @@ def _assigns(method: Callable[..., Any] | None, attribute: str) -> bool:
     return any(i.opname == "STORE_ATTR" and i.argval == attribute for i in instructions)
 
 
-def raw_problem(status: int, reason: str, detail: str, *extra: bytes) -> bytes:
+def raw_problem(status: int, reason: str, detail: str, request_id: str) -> bytes:
     """A whole HTTP/1.1 problem+json response that closes the connection."""
     body = problem_body(status, reason, detail)
     head = [
         b"HTTP/1.1 %d %s" % (status, reason.encode()),
         b"content-type: " + MEDIA_TYPE.encode(),
         b"content-length: %d" % len(body),
+        b"x-request-id: " + request_id.encode(),
         b"connection: close",
-        *extra,
     ]
     return b"\r\n".join(head) + b"\r\n\r\n" + body
 
@@ -161,8 +173,9 @@ def raw_problem(status: int, reason: str, detail: str, *extra: bytes) -> bytes:
 class _Overload:
     """Counts the requests refused for being over the limit, and says so once a second."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, ids: RequestIds) -> None:
         self.limit = limit
+        self.ids = ids
         self.refused = 0
         self.logged_at = 0.0
         self.body = problem_body(
@@ -171,7 +184,7 @@ class _Overload:
             f"the server is at its limit of {limit} connections or requests; retry shortly",
         )
 
-    async def __call__(self, _scope: Scope, _receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, _receive: Receive, send: Send) -> None:
         self.refused += 1
         now = time.monotonic()
         if now - self.logged_at >= _OVERLOAD_LOG_SECONDS:
@@ -189,6 +202,7 @@ class _Overload:
                     (b"content-type", MEDIA_TYPE.encode()),
                     (b"content-length", b"%d" % len(self.body)),
                     (b"retry-after", RETRY_AFTER_SECONDS),
+                    (b"x-request-id", self.ids.of(scope["headers"]).encode()),
                     (b"connection", b"close"),
                 ],
             }
@@ -210,12 +224,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         body_timeout: float,
         max_header_bytes: int,
         overload: _Overload,
+        ids: RequestIds,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self.header_timeout = header_timeout
         self.body_timeout = body_timeout
         self.max_header_bytes = max_header_bytes
         self.overload = overload
+        self.ids = ids
         # Open connections and running requests, as uvicorn's own limit_concurrency counts
         # them (`kv serve` leaves that option unset: its answer would be plain text).
         self.open_connections = server_state.connections
@@ -252,9 +268,24 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        # uvicorn's data_received, but answering parse errors in problem+json.
+        self._unset_keepalive_if_required()
         if self.reading_head:
             self.head_bytes += len(data)
-        super().data_received(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            return  # as uvicorn without WebSockets: nothing to upgrade to, the rest is dropped
+        except httptools.HttpParserInvalidMethodError:
+            self._refuse(501, "Not Implemented", "the request method is not one kv knows")
+            return
+        except httptools.HttpParserCallbackError:
+            # uvicorn's callbacks refused the head (an unparsable request target)
+            self._refuse(400, "Bad Request", "the request is not valid HTTP/1.1")
+            return
+        except httptools.HttpParserError as error:
+            self._refuse(400, "Bad Request", f"the request is not valid HTTP/1.1: {error}")
+            return
         if self.connection.is_closing():
             return
         if self.reading_head and self.head_bytes > self.max_header_bytes:
@@ -366,7 +397,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         else:
             answer = not self.unanswered
         if answer:
-            self.connection.write(raw_problem(status, reason, detail))
+            request_id = self.ids.of(self.headers or [])
+            self.connection.write(raw_problem(status, reason, detail, request_id))
         self._drop_answers()
         self.connection.close()
 
@@ -389,10 +421,12 @@ def protocol_factory(
     first that the installed uvicorn has every member the class hooks (UnsupportedUvicorn).
     """
     check_uvicorn(UVICORN_CLASSES, uvicorn.__version__)
+    ids = RequestIds()  # for the answers the protocol writes itself
     return functools.partial(
         GuardedHttpToolsProtocol,
         header_timeout=header_timeout,
         body_timeout=body_timeout,
         max_header_bytes=max_header_bytes,
-        overload=_Overload(limit_concurrency),
+        overload=_Overload(limit_concurrency, ids),
+        ids=ids,
     )

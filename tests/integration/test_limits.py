@@ -251,6 +251,12 @@ MALFORMED = {
     # Methods the parser does not know (RFC 9110 15.6.2); methods are case-sensitive.
     "unknown method": (b"FOO /kv/x HTTP/1.1\r\nHost: kv\r\n\r\n", 501, None),
     "lowercase method": (b"get /kv/x HTTP/1.1\r\nHost: kv\r\n\r\n", 501, None),
+    # A request target uvicorn cannot read (the authority form of a CONNECT).
+    "connect": (
+        b"CONNECT kv:443 HTTP/1.1\r\nHost: kv:443\r\nX-Request-ID: mine-3\r\n\r\n",
+        400,
+        "mine-3",
+    ),
     # A head that outgrows the limit before it ends.
     "head too large": (
         b"GET /health HTTP/1.1\r\nX-Request-ID: mine-2\r\nX-Big: " + b"a" * MAX_HEADER_BYTES,

@@ -280,8 +280,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._refuse(501, "Not Implemented", "the request method is not one kv knows")
             return
         except httptools.HttpParserCallbackError:
-            # uvicorn's callbacks refused the head (an unparsable request target)
-            self._refuse(400, "Bad Request", "the request is not valid HTTP/1.1")
+            # uvicorn's on_headers_complete could not read the request target
+            self._refuse(400, "Bad Request", "the request target cannot be read")
             return
         except httptools.HttpParserError as error:
             self._refuse(400, "Bad Request", f"the request is not valid HTTP/1.1: {error}")
@@ -313,10 +313,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     # --- parser callbacks -------------------------------------------------------------------
 
     def on_headers_complete(self) -> None:
-        self.reading_head, self.reading_body, self.head_bytes = False, True, 0
-        if self.head_timer is not None:
-            self.head_timer.cancel()
-            self.head_timer = None
         limit = self.overload.limit
         if len(self.open_connections) >= limit or len(self.running_requests) >= limit:
             # The same test uvicorn's limit_concurrency makes; this answer is problem+json.
@@ -326,8 +322,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             finally:
                 self.app = app
         else:
+            # Raises when uvicorn cannot read the request target (a CONNECT's `host:port`, a
+            # path that is not ASCII): the head is then refused as one still being read.
             super().on_headers_complete()
         self.unanswered.append(self.cycle)
+        self.reading_head, self.reading_body, self.head_bytes = False, True, 0
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+            self.head_timer = None
 
     def on_message_complete(self) -> None:
         self.reading_head, self.reading_body = True, False

@@ -281,3 +281,58 @@ def test_the_protocol_answers_malformed_requests_with_a_problem_and_a_request_id
         assert problem["x-request-id"] == request_id
     with httpx.Client(base_url=server.url, timeout=10) as client:
         assert client.get("/health").status_code == 200  # the server goes on
+
+
+def responses(received: bytes) -> list[tuple[int, dict[str, str], bytes]]:
+    """The status, fields and body of each response in `received` (Content-Length framed)."""
+    answers = []
+    while received:
+        head, _, rest = received.partition(b"\r\n\r\n")
+        fields = head_fields(head)
+        length = int(fields["content-length"])
+        answers.append((int(head.split(b" ")[1]), fields, rest[:length]))
+        received = rest[length:]
+    return answers
+
+
+UPGRADES = {
+    # What `curl --http2 -d ...` sends to an http:// URL.
+    "h2c": b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+    b"HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n",
+    "websocket": b"Connection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n"
+    b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+}
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+@pytest.mark.parametrize("upgrade", UPGRADES.values(), ids=UPGRADES.keys())
+def test_a_request_asking_to_upgrade_is_served_as_http_1_1_with_its_body(
+    server: Server, upgrade: bytes, chunked: bool
+) -> None:
+    key = f"upgrade-{time.monotonic_ns()}"
+    body = orjson.dumps({"key": key, "value": {"sent": "with an upgrade"}})
+    framed = b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body) if chunked else body
+    framing = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: %d" % len(body)
+    sock = connect(server)
+    # The upgrade request, and a request pipelined after it on the same connection.
+    sock.sendall(
+        b"POST /kv HTTP/1.1\r\nHost: kv\r\n%b%b\r\n\r\n%b" % (upgrade, framing, framed)
+        + b"GET /kv/%b HTTP/1.1\r\nHost: kv\r\nConnection: close\r\n\r\n" % key.encode()
+    )
+    received, _ = read_until_closed(sock)
+    answers = responses(received)
+    assert [status for status, _, _ in answers] == [200, 200], received
+    for _, _, answer in answers:
+        assert orjson.loads(answer)["value"] == {"sent": "with an upgrade"}
+
+
+def test_a_bodiless_request_asking_to_upgrade_is_served_and_so_is_the_next(
+    server: Server,
+) -> None:
+    sock = connect(server)
+    sock.sendall(
+        b"GET /health HTTP/1.1\r\nHost: kv\r\n%b\r\n" % UPGRADES["websocket"]
+        + b"GET /health HTTP/1.1\r\nHost: kv\r\nConnection: close\r\n\r\n"
+    )
+    received, _ = read_until_closed(sock)
+    assert [status for status, _, _ in responses(received)] == [200, 200], received

@@ -150,6 +150,7 @@ def test_a_hooked_method_of_another_shape_or_an_attribute_no_longer_set_is_named
     class Cycle:  # a RequestResponseCycle that no longer has `disconnected`
         def __init__(self) -> None:
             self.response_started = self.response_complete = self.keep_alive = False
+            self.more_body = True
             self.message_event = None
 
     class Protocol(HttpToolsProtocol):

@@ -20,7 +20,10 @@ connection (and, with the body or the response, a task) for ever. Since uvicorn'
 - over `limit_concurrency` open connections or running requests, a problem+json 503 with
   `Retry-After`, instead of uvicorn's plain-text one;
 - a request httptools cannot parse gets a problem+json 400 (uvicorn's is plain text), and
-  one with a method it does not know a 501 (RFC 9110 15.6.2).
+  one with a method it does not know a 501 (RFC 9110 15.6.2);
+- a request asking to switch protocols (`Upgrade: h2c`, `websocket`) is served as the
+  HTTP/1.1 request it also is, body included (RFC 9110 7.8), and what follows it is read
+  as the next request: kv upgrades to nothing (`kv serve` runs uvicorn with `ws="none"`).
 
 Every answer this module writes itself is problem+json with an `X-Request-ID`: the client's,
 when its head was parsed that far and the id is usable, else a generated one.
@@ -57,6 +60,7 @@ from kv.entrypoints.problems import MEDIA_TYPE, problem_body
 from kv.entrypoints.request_ids import RequestIds
 
 RETRY_AFTER_SECONDS = b"1"
+_BODY_FRAMING = (b"content-length", b"transfer-encoding")
 _OVERLOAD_LOG_SECONDS = 1.0  # at most one "over the limit" line a second, with a count
 
 # The uvicorn minor version whose private members this module hooks (pyproject.toml pins it).
@@ -83,7 +87,8 @@ HOOKED_ATTRIBUTES: dict[str, dict[str, str]] = {
         "app": "__init__",  # swapped for the 503 app over the concurrency limit
         "cycle": "__init__",  # the newest request's RequestResponseCycle
         "parser": "__init__",  # the httptools parser, fed by data_received
-        "headers": "on_message_begin",  # the head parsed so far: its X-Request-ID
+        # the head parsed so far: its X-Request-ID, a declined upgrade's body framing
+        "headers": "on_message_begin",
     },
     "RequestResponseCycle": {
         # whether a request is still owed (part of) its answer
@@ -93,6 +98,8 @@ HOOKED_ATTRIBUTES: dict[str, dict[str, str]] = {
         "disconnected": "__init__",
         "keep_alive": "__init__",
         "message_event": "__init__",
+        # reopened for the body of a request whose upgrade is declined
+        "more_body": "__init__",
     },
     "ServerState": {
         # the open connections and running requests the concurrency limit counts
@@ -242,6 +249,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.reading_head = True  # waiting for (the rest of) a request line and headers
         self.reading_body = False  # the head has arrived, the body has not all arrived
         self.head_bytes = 0
+        # Set while the parser reads the head `_decline_upgrade` made up: the real request's.
+        self.upgrade_headers: list[tuple[bytes, bytes]] | None = None
         self.head_timer: asyncio.TimerHandle | None = None
         self.body_timer: asyncio.TimerHandle | None = None
         self.send_timer: asyncio.TimerHandle | None = None
@@ -268,23 +277,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        # uvicorn's data_received, but answering parse errors in problem+json.
+        # uvicorn's data_received, but answering parse errors in problem+json, and serving
+        # requests that ask for an upgrade.
         self._unset_keepalive_if_required()
         if self.reading_head:
             self.head_bytes += len(data)
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            return  # as uvicorn without WebSockets: nothing to upgrade to, the rest is dropped
-        except httptools.HttpParserInvalidMethodError:
-            self._refuse(501, "Not Implemented", "the request method is not one kv knows")
-            return
-        except httptools.HttpParserCallbackError:
-            # uvicorn's on_headers_complete could not read the request target
-            self._refuse(400, "Bad Request", "the request target cannot be read")
-            return
-        except httptools.HttpParserError as error:
-            self._refuse(400, "Bad Request", f"the request is not valid HTTP/1.1: {error}")
+        if not self._parse(data):
             return
         if self.connection.is_closing():
             return
@@ -310,9 +308,53 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.send_timer.cancel()
             self.send_timer = None
 
+    # --- parsing ----------------------------------------------------------------------------
+
+    def _parse(self, data: bytes) -> bool:
+        """Feed `data` to the parser; False when the connection is refused for it."""
+        while True:
+            try:
+                self.parser.feed_data(data)
+                return True
+            except httptools.HttpParserUpgrade as upgrade:
+                data = self._decline_upgrade() + data[upgrade.args[0] :]
+            except httptools.HttpParserInvalidMethodError:
+                self._refuse(501, "Not Implemented", "the request method is not one kv knows")
+                return False
+            except httptools.HttpParserCallbackError:
+                # uvicorn's on_headers_complete could not read the request target
+                self._refuse(400, "Bad Request", "the request target cannot be read")
+                return False
+            except httptools.HttpParserError as error:
+                self._refuse(400, "Bad Request", f"the request is not valid HTTP/1.1: {error}")
+                return False
+
+    def _decline_upgrade(self) -> bytes:
+        """Serve the request that asked to switch protocols as the HTTP/1.1 request it also is
+        (RFC 9110 7.8: a server that does not upgrade processes the request normally); return
+        a head to parse before the bytes that follow it.
+
+        llhttp takes `Connection: upgrade` with `Upgrade` as the end of HTTP on the connection:
+        httptools ends that request with an empty body and hands back the bytes after its
+        head. Those bytes start with the body the request declared, so the parser is given a
+        made-up head with the request's own Content-Length or Transfer-Encoding:
+        on_headers_complete ignores it, and the body that follows reaches the request, then
+        the next request is parsed as usual.
+        """
+        framing = [b"%s: %s\r\n" % field for field in self.headers if field[0] in _BODY_FRAMING]
+        if not framing:
+            return b""
+        self.cycle.more_body = True  # uvicorn's on_message_complete had ended it
+        self.reading_head, self.reading_body = False, True
+        self.upgrade_headers = self.headers
+        return b"PUT / HTTP/1.1\r\n" + b"".join(framing) + b"\r\n"
+
     # --- parser callbacks -------------------------------------------------------------------
 
     def on_headers_complete(self) -> None:
+        if self.upgrade_headers is not None:  # the head _decline_upgrade made up
+            self.headers, self.upgrade_headers = self.upgrade_headers, None
+            return
         limit = self.overload.limit
         if len(self.open_connections) >= limit or len(self.running_requests) >= limit:
             # The same test uvicorn's limit_concurrency makes; this answer is problem+json.

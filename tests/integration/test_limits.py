@@ -257,6 +257,10 @@ MALFORMED = {
         400,
         "mine-3",
     ),
+    # RFC 9112 3.2: an HTTP/1.1 request without Host, any request with two.
+    "no host": (b"GET /health HTTP/1.1\r\nX-Request-ID: mine-4\r\n\r\n", 400, "mine-4"),
+    "two hosts": (b"GET /health HTTP/1.1\r\nHost: kv\r\nHost: other\r\n\r\n", 400, None),
+    "two hosts, HTTP/1.0": (b"GET /health HTTP/1.0\r\nHost: kv\r\nHost: kv\r\n\r\n", 400, None),
     # A head that outgrows the limit before it ends.
     "head too large": (
         b"GET /health HTTP/1.1\r\nX-Request-ID: mine-2\r\nX-Big: " + b"a" * MAX_HEADER_BYTES,
@@ -336,3 +340,29 @@ def test_a_bodiless_request_asking_to_upgrade_is_served_and_so_is_the_next(
     )
     received, _ = read_until_closed(sock)
     assert [status for status, _, _ in responses(received)] == [200, 200], received
+
+
+def test_an_http_1_0_request_without_host_is_served(server: Server) -> None:
+    sock = connect(server)
+    sock.sendall(b"GET /health HTTP/1.0\r\n\r\n")
+    received, _ = read_until_closed(sock)
+    assert [status for status, _, _ in responses(received)] == [200]
+
+
+def test_a_request_refused_after_pipelined_ones_is_answered_after_them(server: Server) -> None:
+    key = f"pipelined-{time.monotonic_ns()}"
+    body = orjson.dumps({"key": key, "value": 1})
+    sock = connect(server)
+    sock.sendall(
+        b"POST /kv HTTP/1.1\r\nHost: kv\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body)
+        + b"GET /health HTTP/1.1\r\nHost: kv\r\n\r\n"
+        + b"GET /health HTTP/1.1\r\n\r\n"  # no Host: refused, and nothing after it is read
+        + b"DELETE /kv/%b HTTP/1.1\r\nHost: kv\r\n\r\n" % key.encode()
+    )
+    received, _ = read_until_closed(sock)
+    answers = responses(received)
+    assert [status for status, _, _ in answers] == [200, 200, 400], received
+    assert answers[2][1]["content-type"] == "application/problem+json"
+    assert answers[2][1]["connection"] == "close"
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        assert client.get(f"/kv/{key}").status_code == 200  # the DELETE was not read

@@ -21,12 +21,16 @@ connection (and, with the body or the response, a task) for ever. Since uvicorn'
   `Retry-After`, instead of uvicorn's plain-text one;
 - a request httptools cannot parse gets a problem+json 400 (uvicorn's is plain text), and
   one with a method it does not know a 501 (RFC 9110 15.6.2);
+- an HTTP/1.1 request without a Host header, or any request with two, gets 400 (RFC 9112
+  3.2), as does a request target uvicorn cannot read;
 - a request asking to switch protocols (`Upgrade: h2c`, `websocket`) is served as the
   HTTP/1.1 request it also is, body included (RFC 9110 7.8), and what follows it is read
   as the next request: kv upgrades to nothing (`kv serve` runs uvicorn with `ws="none"`).
 
 Every answer this module writes itself is problem+json with an `X-Request-ID`: the client's,
-when its head was parsed that far and the id is usable, else a generated one.
+when its head was parsed that far and the id is usable, else a generated one. A head refused
+after requests pipelined before it is answered after them, in order; nothing sent after it
+is read.
 
 Timers are armed only when needed: a request that arrives in one piece costs none beyond
 uvicorn's own keep-alive timer. tests/integration/test_limits.py checks each limit against a
@@ -217,6 +221,10 @@ class _Overload:
         await send({"type": "http.response.body", "body": self.body})
 
 
+class _Refused(Exception):
+    """Raised by a parser callback to stop httptools at a head the protocol refuses."""
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """HttpToolsProtocol plus the deadlines and limits of the module doc, one per connection."""
 
@@ -251,6 +259,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.head_bytes = 0
         # Set while the parser reads the head `_decline_upgrade` made up: the real request's.
         self.upgrade_headers: list[tuple[bytes, bytes]] | None = None
+        # Why a parser callback stopped the parser (status, title, detail).
+        self.refusal: tuple[int, str, str] | None = None
+        # Once set, nothing more is read: these bytes are written when every request before
+        # is answered, and the connection closed.
+        self.last_words: bytes | None = None
         self.head_timer: asyncio.TimerHandle | None = None
         self.body_timer: asyncio.TimerHandle | None = None
         self.send_timer: asyncio.TimerHandle | None = None
@@ -279,6 +292,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         # uvicorn's data_received, but answering parse errors in problem+json, and serving
         # requests that ask for an upgrade.
+        if self.last_words is not None:
+            return  # the connection ends once the requests before are answered
         self._unset_keepalive_if_required()
         if self.reading_head:
             self.head_bytes += len(data)
@@ -322,8 +337,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 self._refuse(501, "Not Implemented", "the request method is not one kv knows")
                 return False
             except httptools.HttpParserCallbackError:
-                # uvicorn's on_headers_complete could not read the request target
-                self._refuse(400, "Bad Request", "the request target cannot be read")
+                # on_headers_complete refused the head, or uvicorn's could not read its target
+                self._refuse(
+                    *(self.refusal or (400, "Bad Request", "the request target cannot be read"))
+                )
                 return False
             except httptools.HttpParserError as error:
                 self._refuse(400, "Bad Request", f"the request is not valid HTTP/1.1: {error}")
@@ -355,6 +372,20 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.upgrade_headers is not None:  # the head _decline_upgrade made up
             self.headers, self.upgrade_headers = self.upgrade_headers, None
             return
+        hosts = 0
+        for name, _ in self.headers:
+            if name == b"host":
+                hosts += 1
+        if hosts != 1 and (hosts or self.parser.get_http_version() != "1.0"):
+            # RFC 9112 3.2: 400 for an HTTP/1.1 request without Host, any request with two.
+            self.refusal = (
+                400,
+                "Bad Request",
+                f"the request has {hosts} Host headers: one is required"
+                if hosts
+                else "an HTTP/1.1 request needs a Host header",
+            )
+            raise _Refused
         limit = self.overload.limit
         if len(self.open_connections) >= limit or len(self.running_requests) >= limit:
             # The same test uvicorn's limit_concurrency makes; this answer is problem+json.
@@ -384,15 +415,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.unanswered:
             self.unanswered.popleft()
         super().on_response_complete()
-        # The next head is due within header_timeout (uvicorn's keep-alive timer, armed by
-        # super(), closes a connection that stays silent sooner). Not while a pipelined
-        # request that super() just started is being answered.
-        if (
-            self.reading_head
-            and self.head_timer is None
-            and not self.unanswered
-            and not self.connection.is_closing()
-        ):
+        if self.unanswered or self.connection.is_closing():
+            return  # a pipelined request that super() just started is being answered
+        if self.last_words is not None:
+            self.connection.write(self.last_words)
+            self.connection.close()
+        elif self.reading_head and self.head_timer is None:
+            # The next head is due within header_timeout (uvicorn's keep-alive timer, armed
+            # by super(), closes a connection that stays silent sooner).
             self.head_timer = self.event_loop.call_later(self.header_timeout, self._head_too_slow)
 
     # --- deadlines --------------------------------------------------------------------------
@@ -429,20 +459,21 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _refuse(self, status: int, reason: str, detail: str) -> None:
         """Answer `status` and close the connection.
 
-        The answer is written only where a response is due: to the request whose body is
-        late if nothing was answered yet, to a late or oversized head if no earlier request is
-        still being answered (its response would be cut short rather than mixed with this
-        one; the client sees a closed connection). A handler waiting for the rest of a body
-        is told the client is gone, and its own answer is dropped.
+        A late or malformed head is answered once every request before it is, in order (a
+        late head only times out on an idle connection); nothing more is read meanwhile. A
+        request whose body is late or malformed is answered now if its handler has not begun
+        to answer, and every handler still waiting for a body is told the client is gone, its
+        own answer dropped.
         """
-        if self.reading_body:
-            cycle = self.cycle
-            answer = cycle is not None and not cycle.response_started
-        else:
-            answer = not self.unanswered
-        if answer:
-            request_id = self.ids.of(self.headers or [])
-            self.connection.write(raw_problem(status, reason, detail, request_id))
+        answer = raw_problem(status, reason, detail, self.ids.of(self.headers or []))
+        if not self.reading_body:
+            if self.unanswered:
+                self.last_words = answer
+                self.connection.pause_reading()
+                return
+            self.connection.write(answer)
+        elif self.cycle is not None and not self.cycle.response_started:
+            self.connection.write(answer)
         self._drop_answers()
         self.connection.close()
 

@@ -366,3 +366,28 @@ def test_a_request_refused_after_pipelined_ones_is_answered_after_them(server: S
     assert answers[2][1]["connection"] == "close"
     with httpx.Client(base_url=server.url, timeout=10) as client:
         assert client.get(f"/kv/{key}").status_code == 200  # the DELETE was not read
+
+
+def test_a_head_over_the_size_limit_gets_431_however_it_arrives(server: Server) -> None:
+    # The whole head (four times the limit) in one write, so it arrives in one read.
+    big = b"GET /health HTTP/1.1\r\nHost: kv\r\nX-Request-ID: mine-5\r\nX-Big: %b\r\n\r\n"
+    sock = connect(server)
+    sock.sendall(big % (b"a" * 4 * MAX_HEADER_BYTES))
+    response, _ = read_until_closed(sock)
+    status, problem = status_and_problem(response)
+    assert (status, problem["x-request-id"]) == (431, "mine-5")
+    # Behind a request with a body, in the same write: that one is answered first.
+    key = f"before-a-big-head-{time.monotonic_ns()}"
+    body = orjson.dumps({"key": key, "value": "x" * 1000})
+    sock = connect(server)
+    sock.sendall(
+        b"POST /kv HTTP/1.1\r\nHost: kv\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body)
+        + big % (b"a" * 2 * MAX_HEADER_BYTES)
+    )
+    received, _ = read_until_closed(sock)
+    assert [status for status, _, _ in responses(received)] == [200, 431]
+    # Many headers, each small, count too.
+    many = b"".join(b"X-H%d: %b\r\n" % (i, b"v" * 100) for i in range(MAX_HEADER_BYTES // 100))
+    sock = connect(server)
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: kv\r\n%b\r\n" % many)
+    assert status_and_problem(read_until_closed(sock)[0])[0] == 431

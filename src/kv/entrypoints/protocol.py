@@ -12,7 +12,8 @@ connection (and, with the body or the response, a task) for ever. Since uvicorn'
 - a head deadline: the request line and headers must arrive within `header_timeout` of the
   connection opening or the previous response ending (else 408, or a plain close when
   nothing was sent);
-- a head size limit: more than `max_header_bytes` before the headers end is 431;
+- a head size limit: a request line and headers over `max_header_bytes` get 431, counted as
+  received while the head is incomplete and as parsed once it is, however it arrives;
 - a body deadline: once its head has arrived, a request's body must arrive within
   `body_timeout` (else 408);
 - a send deadline: a client that leaves a response unread for `body_timeout` (the server's
@@ -65,6 +66,9 @@ from kv.entrypoints.request_ids import RequestIds
 
 RETRY_AFTER_SECONDS = b"1"
 _BODY_FRAMING = (b"content-length", b"transfer-encoding")
+# A head's bytes besides its target, names and values: the rest of the request line (with
+# kv's longest method) and the CRLF that ends the head.
+_REQUEST_LINE_BYTES = len(b"DELETE  HTTP/1.1\r\n\r\n")
 _OVERLOAD_LOG_SECONDS = 1.0  # at most one "over the limit" line a second, with a count
 
 # The uvicorn minor version whose private members this module hooks (pyproject.toml pins it).
@@ -91,8 +95,9 @@ HOOKED_ATTRIBUTES: dict[str, dict[str, str]] = {
         "app": "__init__",  # swapped for the 503 app over the concurrency limit
         "cycle": "__init__",  # the newest request's RequestResponseCycle
         "parser": "__init__",  # the httptools parser, fed by data_received
-        # the head parsed so far: its X-Request-ID, a declined upgrade's body framing
+        # the head parsed so far: its size, Host lines, X-Request-ID, body framing
         "headers": "on_message_begin",
+        "url": "on_message_begin",  # the request target: its size
     },
     "RequestResponseCycle": {
         # whether a request is still owed (part of) its answer
@@ -302,8 +307,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.connection.is_closing():
             return
         if self.reading_head and self.head_bytes > self.max_header_bytes:
-            # A chunk that ended the head is not counted (the flag is off again by then), so
-            # this fires only while a head is still incomplete.
+            # A head still incomplete (one that ended in this chunk was measured as parsed by
+            # on_headers_complete), which would otherwise grow in memory.
             self._refuse(
                 431,
                 "Request Header Fields Too Large",
@@ -372,10 +377,22 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.upgrade_headers is not None:  # the head _decline_upgrade made up
             self.headers, self.upgrade_headers = self.upgrade_headers, None
             return
+        # One pass over the head: its size as parsed (target, names, values, and 4 bytes a
+        # line for the separators; a head that arrived in one read was never counted in
+        # data_received) and its Host lines.
+        size = len(self.url) + _REQUEST_LINE_BYTES
         hosts = 0
-        for name, _ in self.headers:
+        for name, value in self.headers:
+            size += len(name) + len(value) + 4
             if name == b"host":
                 hosts += 1
+        if size > self.max_header_bytes:
+            self.refusal = (
+                431,
+                "Request Header Fields Too Large",
+                f"the request line and headers exceed {self.max_header_bytes} bytes",
+            )
+            raise _Refused
         if hosts != 1 and (hosts or self.parser.get_http_version() != "1.0"):
             # RFC 9112 3.2: 400 for an HTTP/1.1 request without Host, any request with two.
             self.refusal = (

@@ -158,6 +158,27 @@ def test_a_head_sent_slowly_gets_408_and_other_clients_are_served_meanwhile(
     assert HEADER_TIMEOUT * 0.9 <= closed - started <= HEADER_TIMEOUT + SLACK
 
 
+def test_a_head_sent_slowly_after_a_response_gets_408_counted_from_that_response(
+    server: Server,
+) -> None:
+    sock = connect(server)
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: kv\r\n\r\n")
+    first = b""
+    while not first.endswith(b'{"status":"ok"}'):
+        first += sock.recv(65536)
+    answered = time.monotonic()  # the deadline runs from the response, not the next byte
+    sock.sendall(b"PUT /kv/slow HTTP/1.1\r\n")
+    for header in (b"X-A: 1\r\n", b"X-B: 2\r\n", b"X-C: 3\r\n"):
+        time.sleep(KEEP_ALIVE * 0.5)  # each byte resets uvicorn's keep-alive timer
+        if time.monotonic() - answered > HEADER_TIMEOUT * 0.6:
+            break
+        sock.sendall(header)
+    response, closed = read_until_closed(sock)
+    status, problem = status_and_problem(response)
+    assert status == 408 and "headers did not arrive" in str(problem["detail"])
+    assert HEADER_TIMEOUT * 0.9 <= closed - answered <= HEADER_TIMEOUT + SLACK
+
+
 def test_a_body_never_finished_gets_408_and_other_clients_are_served_meanwhile(
     server: Server,
 ) -> None:

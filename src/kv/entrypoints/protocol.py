@@ -269,6 +269,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # Once set, nothing more is read: these bytes are written when every request before
         # is answered, and the connection closed.
         self.last_words: bytes | None = None
+        # When the connection last had no request to read or answer (opened, or answered
+        # the last one): the next head is due header_timeout after.
+        self.idle_since = 0.0
         self.head_timer: asyncio.TimerHandle | None = None
         self.body_timer: asyncio.TimerHandle | None = None
         self.send_timer: asyncio.TimerHandle | None = None
@@ -282,7 +285,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         self.connection = transport
         self.event_loop = asyncio.get_running_loop()
-        self.head_timer = self.event_loop.call_later(self.header_timeout, self._head_too_slow)
+        self.idle_since = self.event_loop.time()
+        self._time_the_head()
 
     def connection_lost(self, exc: Exception | None) -> None:
         for timer in (self.head_timer, self.body_timer, self.send_timer):
@@ -306,6 +310,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         if self.connection.is_closing():
             return
+        if self.reading_head and self.head_bytes and self.head_timer is None:
+            # A head begun and not finished in this read (timed only now, so a request that
+            # arrives in one piece costs no timer).
+            self._time_the_head()
         if self.reading_head and self.head_bytes > self.max_header_bytes:
             # A head still incomplete (one that ended in this chunk was measured as parsed by
             # on_headers_complete), which would otherwise grow in memory.
@@ -437,16 +445,25 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.last_words is not None:
             self.connection.write(self.last_words)
             self.connection.close()
-        elif self.reading_head and self.head_timer is None:
-            # The next head is due within header_timeout (uvicorn's keep-alive timer, armed
-            # by super(), closes a connection that stays silent sooner).
-            self.head_timer = self.event_loop.call_later(self.header_timeout, self._head_too_slow)
+        else:
+            # Idle: the next head is due header_timeout from now, timed once it begins
+            # (uvicorn's keep-alive timer, armed by super(), closes a silent connection).
+            self.idle_since = self.event_loop.time()
 
     # --- deadlines --------------------------------------------------------------------------
+
+    def _time_the_head(self) -> None:
+        """The next head is due header_timeout after the connection went idle."""
+        self.head_timer = self.event_loop.call_at(
+            self.idle_since + self.header_timeout, self._head_too_slow
+        )
 
     def _head_too_slow(self) -> None:
         self.head_timer = None
         if not self.reading_head or self.unanswered or self.connection.is_closing():
+            return
+        if self.event_loop.time() < self.idle_since + self.header_timeout:
+            self._time_the_head()  # timed while an earlier request was answered: not yet due
             return
         if self.head_bytes == 0:
             self.connection.close()  # a silent connection: nobody to answer

@@ -10,6 +10,7 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -412,3 +413,36 @@ def test_a_head_over_the_size_limit_gets_431_however_it_arrives(server: Server) 
     sock = connect(server)
     sock.sendall(b"GET /health HTTP/1.1\r\nHost: kv\r\n%b\r\n" % many)
     assert status_and_problem(read_until_closed(sock)[0])[0] == 431
+
+
+def test_a_client_that_half_closes_gets_the_answers_to_what_it_sent(
+    tmp_path: Path, redis_server: Any
+) -> None:
+    """`shutdown(SHUT_WR)` after the requests: each is answered, then the connection closed.
+
+    On Redis, whose calls the handler awaits, so the end of the stream arrives before the
+    answer is written (on memory the answer is written first)."""
+    url = redis_server.settings()["redis_url"]
+    server = start_kv(tmp_path, {"KV_BACKEND": "redis", "KV_REDIS_URL": url, **LIMITS})
+    try:
+        key = f"half-closed-{time.monotonic_ns()}"
+        created = orjson.dumps({"key": key, "value": 1})
+        replaced = orjson.dumps({"value": 2})
+        sock = connect(server)
+        sock.sendall(
+            b"POST /kv HTTP/1.1\r\nHost: kv\r\nContent-Length: %d\r\n\r\n%b"
+            % (len(created), created)
+            + b"PUT /kv/%b HTTP/1.1\r\nHost: kv\r\nContent-Length: %d\r\n\r\n%b"
+            % (key.encode(), len(replaced), replaced)
+        )
+        sock.shutdown(socket.SHUT_WR)
+        received, _ = read_until_closed(sock)
+        answers = responses(received)
+        assert [status for status, _, _ in answers] == [200, 200], received
+        assert orjson.loads(answers[1][2])["revision"] == 2
+        # A client that half-closes with nothing left to answer is closed at once.
+        sock = connect(server)
+        sock.shutdown(socket.SHUT_WR)
+        assert read_until_closed(sock, within=KEEP_ALIVE / 2)[0] == b""
+    finally:
+        stop_kv(server)

@@ -24,6 +24,7 @@ connection (and, with the body or the response, a task) for ever. Since uvicorn'
   one with a method it does not know a 501 (RFC 9110 15.6.2);
 - an HTTP/1.1 request without a Host header, or any request with two, gets 400 (RFC 9112
   3.2), as does a request target uvicorn cannot read;
+- a client that half-closes its connection gets the answers to the requests it sent before;
 - a request asking to switch protocols (`Upgrade: h2c`, `websocket`) is served as the
   HTTP/1.1 request it also is, body included (RFC 9110 7.8), and what follows it is read
   as the next request: kv upgrades to nothing (`kv serve` runs uvicorn with `ws="none"`).
@@ -266,7 +267,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.upgrade_headers: list[tuple[bytes, bytes]] | None = None
         # Why a parser callback stopped the parser (status, title, detail).
         self.refusal: tuple[int, str, str] | None = None
-        # Once set, nothing more is read: these bytes are written when every request before
+        # Once set, nothing more is read: these bytes are written when every request received
         # is answered, and the connection closed.
         self.last_words: bytes | None = None
         # When the connection last had no request to read or answer (opened, or answered
@@ -324,6 +325,18 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             )
         elif self.reading_body and self.body_timer is None:
             self.body_timer = self.event_loop.call_later(self.body_timeout, self._body_too_slow)
+
+    def eof_received(self) -> bool | None:  # type: ignore[override]
+        # The client sends nothing more (`shutdown(SHUT_WR)`) but may still read: answer the
+        # requests it has sent, then close (returning True keeps the transport open for
+        # writing; uvicorn's returns None, and the transport closed under a handler whose
+        # write had been applied). A head or body cut short by the end will never be
+        # finished: close at once, as before.
+        if self.unanswered and not self.reading_body:
+            if self.last_words is None:
+                self.last_words = b""  # nothing to add to the answers
+            return True
+        return None
 
     def pause_writing(self) -> None:
         super().pause_writing()

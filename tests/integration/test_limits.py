@@ -228,6 +228,35 @@ def test_a_client_that_stops_reading_is_disconnected_and_others_are_served(
     assert "Traceback" not in server.log.read_text()
 
 
+def test_a_client_reading_slowly_is_cut_off_after_the_send_deadline(server: Server) -> None:
+    """A client that takes ~640 bytes a second holds its connection as long as the response
+    lasts unless kv cuts it off; fast clients take 8 MiB whole meanwhile."""
+    value = "y" * (8 * 1024 * 1024)
+    key = f"slowly-{time.monotonic_ns()}"
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        assert client.post("/kv", json={"key": key, "value": value}).status_code == 200
+    sock = connect(server, receive_buffer=4096)
+    sock.sendall(b"GET /kv/%b HTTP/1.1\r\nHost: kv\r\n\r\n" % key.encode())
+    slowly_until = time.monotonic() + 2 * BODY_TIMEOUT
+    received = 0
+    with httpx.Client(base_url=server.url, timeout=30) as fast:
+        while time.monotonic() < slowly_until:
+            try:
+                chunk = sock.recv(64)
+            except ConnectionResetError:
+                chunk = b""
+            if not chunk:
+                break
+            received += len(chunk)
+            if received <= 64 * 3:  # while it dawdles, a fast client is served whole
+                assert len(fast.get(f"/kv/{key}").json()["value"]) == len(value)
+            time.sleep(0.1)
+    # Then read quickly: what kv had sent before it cut the connection off, then the end.
+    received += len(read_until_closed(sock, within=SLACK)[0])
+    assert received < len(value), f"kv waited for the slow reader ({received} bytes)"
+    assert "Traceback" not in server.log.read_text()
+
+
 def test_over_the_concurrency_limit_is_a_503_problem_until_idle_connections_are_closed(
     tmp_path: Path,
 ) -> None:

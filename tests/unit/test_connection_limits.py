@@ -2,6 +2,7 @@
 
 Their effect on a real server is in tests/integration/test_limits.py."""
 
+import asyncio
 import os
 import pickle
 from typing import Any
@@ -193,3 +194,85 @@ def test_each_worker_process_generates_request_ids_of_its_own(
     copy = pickle.loads(pickle.dumps(factory))  # noqa: S301 (our own bytes)
     assert copy.keywords["overload"].ids is copy.keywords["ids"]
     assert copy.keywords["ids"].prefix != ids.prefix
+
+
+class Transport(asyncio.Transport):
+    """Holds `buffered` bytes the client has not taken yet."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.buffered = 0
+        self.aborted = False
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 5555)}.get(name)
+
+    def is_closing(self) -> bool:
+        return self.aborted
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def close(self) -> None:
+        pass
+
+
+class Clock:
+    """The loop's time and timers, as far as the send deadline uses them."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.timers: list[asyncio.TimerHandle] = []
+
+    def time(self) -> float:
+        return self.now
+
+    def call_at(self, when: float, callback: Any) -> asyncio.TimerHandle:
+        timer = asyncio.TimerHandle(when, callback, (), asyncio.get_running_loop())
+        self.timers.append(timer)
+        return timer
+
+    def due(self) -> float | None:
+        """When the armed send deadline fires, if one is armed."""
+        armed = [timer for timer in self.timers if not timer.cancelled()]
+        assert len(armed) <= 1
+        return armed[0].when() if armed else None
+
+
+async def test_the_send_deadline_adds_up_every_stall_until_the_client_catches_up() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        pass
+
+    config = uvicorn.Config(app, log_config=None, lifespan="off")
+    factory = protocol.protocol_factory(
+        header_timeout=10, body_timeout=2, max_header_bytes=65536, limit_concurrency=10
+    )
+    connection = factory(config=config, server_state=ServerState(), app_state={})
+    transport = Transport()
+    connection.connection_made(transport)
+    clock = Clock()
+    connection.event_loop = clock  # type: ignore[assignment]
+    try:
+        transport.buffered = 5_000_000
+        connection.pause_writing()  # the client stops taking what is sent
+        assert clock.due() == 1002.0
+        clock.now += 1.5
+        transport.buffered = 10_000
+        connection.resume_writing()  # it took some, not all: 0.5 s left
+        assert clock.due() is None
+        clock.now += 0.1
+        transport.buffered = 5_000_000
+        connection.pause_writing()
+        assert clock.due() == pytest.approx(1002.1)  # not 1003.6: the stalls add up
+        clock.now += 0.2
+        transport.buffered = 0
+        connection.resume_writing()  # it took everything: the deadline starts afresh
+        connection.pause_writing()
+        assert clock.due() == pytest.approx(1003.8)
+        clock.timers[-1]._run()  # the deadline passes: the connection is dropped
+        assert transport.aborted
+    finally:
+        connection.connection_lost(None)

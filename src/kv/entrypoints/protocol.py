@@ -16,8 +16,9 @@ connection (and, with the body or the response, a task) for ever. Since uvicorn'
   received while the head is incomplete and as parsed once it is, however it arrives;
 - a body deadline: once its head has arrived, a request's body must arrive within
   `body_timeout` (else 408);
-- a send deadline: a client that leaves a response unread for `body_timeout` (the server's
-  writes stay paused that long) is disconnected;
+- a send deadline: a client that keeps kv's writes paused (does not take what is sent) for
+  `body_timeout` in all, over every stall until it has taken everything written, is
+  disconnected with a reset, even once its response is complete and the connection closing;
 - over `limit_concurrency` open connections or running requests, a problem+json 503 with
   `Retry-After`, instead of uvicorn's plain-text one;
 - a request httptools cannot parse gets a problem+json 400 (uvicorn's is plain text), and
@@ -49,6 +50,8 @@ import asyncio
 import dis
 import functools
 import inspect
+import socket
+import struct
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -67,6 +70,7 @@ from kv.entrypoints.request_ids import RequestIds
 
 RETRY_AFTER_SECONDS = b"1"
 _BODY_FRAMING = (b"content-length", b"transfer-encoding")
+_RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
 # A head's bytes besides its target, names and values: the rest of the request line (with
 # kv's longest method) and the CRLF that ends the head.
 _REQUEST_LINE_BYTES = len(b"DELETE  HTTP/1.1\r\n\r\n")
@@ -276,6 +280,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.head_timer: asyncio.TimerHandle | None = None
         self.body_timer: asyncio.TimerHandle | None = None
         self.send_timer: asyncio.TimerHandle | None = None
+        # The send deadline: what is left of body_timeout for the client to keep kv's writes
+        # paused, and since when they are (while send_timer is armed).
+        self.send_budget = body_timeout
+        self.stalled_at = 0.0
         # The requests of this connection not yet answered, oldest (the one being answered)
         # first: uvicorn answers them one at a time, in order.
         self.unanswered: deque[RequestResponseCycle] = deque()
@@ -341,13 +349,22 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def pause_writing(self) -> None:
         super().pause_writing()
         if self.send_timer is None:
-            self.send_timer = self.event_loop.call_later(self.body_timeout, self._not_reading)
+            self.stalled_at = self.event_loop.time()
+            self.send_timer = self.event_loop.call_at(
+                self.stalled_at + self.send_budget, self._not_reading
+            )
 
     def resume_writing(self) -> None:
         super().resume_writing()
         if self.send_timer is not None:
             self.send_timer.cancel()
             self.send_timer = None
+            if self.connection.get_write_buffer_size():
+                # It took some, not all: a slow reader does that at every stall, so the
+                # deadline is not restarted but goes on at the next one.
+                self.send_budget -= self.event_loop.time() - self.stalled_at
+            else:
+                self.send_budget = self.body_timeout  # it has caught up
 
     # --- parsing ----------------------------------------------------------------------------
 
@@ -438,6 +455,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             super().on_headers_complete()
         self.unanswered.append(self.cycle)
         self.reading_head, self.reading_body, self.head_bytes = False, True, 0
+        if self.send_budget < self.body_timeout and not self.connection.get_write_buffer_size():
+            self.send_budget = self.body_timeout  # it took the last response whole
         if self.head_timer is not None:
             self.head_timer.cancel()
             self.head_timer = None
@@ -499,9 +518,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _not_reading(self) -> None:
         self.send_timer = None
-        if not self.connection.is_closing():
-            # abort(), not close(): close() would wait for the very buffer it cannot send.
-            self.connection.abort()
+        # Even if the connection is closing: a close() (uvicorn's keep-alive timer, a response
+        # with `connection: close`) waits for the very buffer the client does not take, and
+        # holds the connection as long. abort() drops kv's buffer, and without lingering
+        # the kernel drops its own and resets the connection rather than keep sending.
+        sock = self.connection.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
+        self.connection.abort()
 
     def _refuse(self, status: int, reason: str, detail: str) -> None:
         """Answer `status` and close the connection.

@@ -55,7 +55,7 @@ import struct
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 import httptools
 import uvicorn
@@ -269,7 +269,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.head_bytes = 0
         # Set while the parser reads the head `_decline_upgrade` made up: the real request's.
         self.upgrade_headers: list[tuple[bytes, bytes]] | None = None
-        # Why a parser callback stopped the parser (status, title, detail).
+        # Why a parser callback stopped the parser: status, title, detail.
         self.refusal: tuple[int, str, str] | None = None
         # Once set, nothing more is read: these bytes are written when every request received
         # is answered, and the connection closed.
@@ -326,11 +326,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.reading_head and self.head_bytes > self.max_header_bytes:
             # A head still incomplete (one that ended in this chunk was measured as parsed by
             # on_headers_complete), which would otherwise grow in memory.
-            self._refuse(
-                431,
-                "Request Header Fields Too Large",
-                f"the request line and headers exceed {self.max_header_bytes} bytes",
-            )
+            self._refuse(*self._head_too_large())
         elif self.reading_body and self.body_timer is None:
             self.body_timer = self.event_loop.call_later(self.body_timeout, self._body_too_slow)
 
@@ -389,6 +385,18 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 self._refuse(400, "Bad Request", f"the request is not valid HTTP/1.1: {error}")
                 return False
 
+    def _stop_parsing(self, refusal: tuple[int, str, str]) -> NoReturn:
+        """From a parser callback: stop httptools at this head, and have _parse refuse it."""
+        self.refusal = refusal
+        raise _Refused
+
+    def _head_too_large(self) -> tuple[int, str, str]:
+        return (
+            431,
+            "Request Header Fields Too Large",
+            f"the request line and headers exceed {self.max_header_bytes} bytes",
+        )
+
     def _decline_upgrade(self) -> bytes:
         """Serve the request that asked to switch protocols as the HTTP/1.1 request it also is
         (RFC 9110 7.8: a server that does not upgrade processes the request normally); return
@@ -425,22 +433,18 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             if name == b"host":
                 hosts += 1
         if size > self.max_header_bytes:
-            self.refusal = (
-                431,
-                "Request Header Fields Too Large",
-                f"the request line and headers exceed {self.max_header_bytes} bytes",
-            )
-            raise _Refused
+            self._stop_parsing(self._head_too_large())
         if hosts != 1 and (hosts or self.parser.get_http_version() != "1.0"):
             # RFC 9112 3.2: 400 for an HTTP/1.1 request without Host, any request with two.
-            self.refusal = (
-                400,
-                "Bad Request",
-                f"the request has {hosts} Host headers: one is required"
-                if hosts
-                else "an HTTP/1.1 request needs a Host header",
+            self._stop_parsing(
+                (
+                    400,
+                    "Bad Request",
+                    f"the request has {hosts} Host headers: one is required"
+                    if hosts
+                    else "an HTTP/1.1 request needs a Host header",
+                )
             )
-            raise _Refused
         limit = self.overload.limit
         if len(self.open_connections) >= limit or len(self.running_requests) >= limit:
             # The same test uvicorn's limit_concurrency makes; this answer is problem+json.

@@ -13,7 +13,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from kv.container import ConfigError, Settings
-from kv.entrypoints import cli, protocol
+from kv.entrypoints import cli, protocol, uvicorn_hooks
 from kv.entrypoints.protocol import GuardedHttpToolsProtocol
 
 
@@ -124,8 +124,8 @@ def test_kv_serve_defaults_bound_every_connection(monkeypatch: pytest.MonkeyPatc
 
 
 def test_the_installed_uvicorn_has_every_hooked_member() -> None:
-    assert protocol.missing_hooks(protocol.UVICORN_CLASSES) == []
-    protocol.check_uvicorn(protocol.UVICORN_CLASSES, uvicorn.__version__)
+    assert uvicorn_hooks.missing_hooks(uvicorn_hooks.UVICORN_CLASSES) == []
+    uvicorn_hooks.check_uvicorn(uvicorn_hooks.UVICORN_CLASSES, uvicorn.__version__)
 
 
 def without(cls: type, member: str) -> type:
@@ -136,15 +136,15 @@ def without(cls: type, member: str) -> type:
 
 def test_a_missing_hooked_method_stops_start_up_naming_it_and_the_version() -> None:
     classes = {
-        **protocol.UVICORN_CLASSES,
+        **uvicorn_hooks.UVICORN_CLASSES,
         "HttpToolsProtocol": without(HttpToolsProtocol, "on_response_complete"),
     }
-    with pytest.raises(protocol.UnsupportedUvicorn) as refused:
-        protocol.check_uvicorn(classes, version="0.99.0")
+    with pytest.raises(uvicorn_hooks.UnsupportedUvicorn) as refused:
+        uvicorn_hooks.check_uvicorn(classes, version="0.99.0")
     message = str(refused.value)
     assert "uvicorn 0.99.0 is installed" in message
     assert "HttpToolsProtocol.on_response_complete() is missing" in message
-    assert f"Install uvicorn {protocol.PINNED_UVICORN}.x" in message
+    assert f"Install uvicorn {uvicorn_hooks.PINNED_UVICORN}.x" in message
 
 
 def test_a_hooked_method_of_another_shape_or_an_attribute_no_longer_set_is_named() -> None:
@@ -159,11 +159,11 @@ def test_a_hooked_method_of_another_shape_or_an_attribute_no_longer_set_is_named
             pass
 
     classes = {
-        **protocol.UVICORN_CLASSES,
+        **uvicorn_hooks.UVICORN_CLASSES,
         "HttpToolsProtocol": Protocol,
         "RequestResponseCycle": Cycle,
     }
-    assert protocol.missing_hooks(classes) == [
+    assert uvicorn_hooks.missing_hooks(classes) == [
         "HttpToolsProtocol.on_message_complete() takes (final), not ()",
         "RequestResponseCycle.disconnected is no longer set by RequestResponseCycle.__init__()",
     ]
@@ -172,7 +172,7 @@ def test_a_hooked_method_of_another_shape_or_an_attribute_no_longer_set_is_named
 def test_kv_serve_refuses_to_start_on_an_uvicorn_without_the_hooks(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    classes = {**protocol.UVICORN_CLASSES, "ServerState": without(ServerState, "__init__")}
+    classes = {**uvicorn_hooks.UVICORN_CLASSES, "ServerState": without(ServerState, "__init__")}
     monkeypatch.setattr(protocol, "UVICORN_CLASSES", classes)
     monkeypatch.setattr(uvicorn, "__version__", "0.99.0")
     ran: list[object] = []

@@ -40,195 +40,36 @@ uvicorn's own keep-alive timer. tests/integration/test_limits.py checks each lim
 real `kv serve`.
 
 uvicorn has no public API for any of this: the class extends uvicorn's HttpToolsProtocol
-through the members listed in `HOOKED_METHODS` and `HOOKED_ATTRIBUTES`, read from the uvicorn
-version pyproject.toml pins. `check_uvicorn` verifies them when `kv serve` builds the factory,
-so another uvicorn stops start-up with a message rather than misbehaving under load. Where
-asyncio gives the same thing publicly (the transport, the loop), the class uses that.
+through the members kv.entrypoints.uvicorn_hooks lists, read from the uvicorn version
+pyproject.toml pins, and checked when `kv serve` builds the factory, so another uvicorn stops
+start-up with a message rather than misbehaving under load. Where asyncio gives the same
+thing publicly (the transport, the loop), the class uses that.
 """
 
 import asyncio
-import dis
 import functools
-import inspect
 import socket
 import struct
-import time
 from collections import deque
-from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
 import httptools
 import uvicorn
-from loguru import logger
-from starlette.types import Receive, Scope, Send
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
-from kv.entrypoints.problems import MEDIA_TYPE, problem_body
+from kv.entrypoints.raw_answers import Overload, raw_problem
 from kv.entrypoints.request_ids import RequestIds
+from kv.entrypoints.uvicorn_hooks import UVICORN_CLASSES, UnsupportedUvicorn, check_uvicorn
 
-RETRY_AFTER_SECONDS = b"1"
+__all__ = ["UnsupportedUvicorn", "protocol_factory"]
+
 _BODY_FRAMING = (b"content-length", b"transfer-encoding")
 _RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
 # A head's bytes besides its target, names and values: the rest of the request line (with
 # kv's longest method) and the CRLF that ends the head.
 _REQUEST_LINE_BYTES = len(b"DELETE  HTTP/1.1\r\n\r\n")
-_OVERLOAD_LOG_SECONDS = 1.0  # at most one "over the limit" line a second, with a count
-
-# The uvicorn minor version whose private members this module hooks (pyproject.toml pins it).
-PINNED_UVICORN = "0.54"
-# What the class relies on in uvicorn beyond asyncio's Protocol interface, as read in
-# uvicorn 0.54. Methods it overrides and calls, with their parameters after `self`:
-HOOKED_METHODS: dict[str, dict[str, tuple[str, ...]]] = {
-    "HttpToolsProtocol": {
-        # how uvicorn's server builds the protocol (the contract of `http=` classes)
-        "__init__": ("config", "server_state", "app_state", "_loop"),
-        # stops uvicorn's keep-alive timer when data arrives (data_received is replaced, to
-        # answer parse errors in problem+json)
-        "_unset_keepalive_if_required": (),
-        # httptools callbacks, extended to start and stop the deadlines
-        "on_headers_complete": (),
-        "on_message_complete": (),
-        # called by a RequestResponseCycle when its response is sent
-        "on_response_complete": (),
-    },
-}
-# Attributes it reads or sets, with the uvicorn method that assigns them:
-HOOKED_ATTRIBUTES: dict[str, dict[str, str]] = {
-    "HttpToolsProtocol": {
-        "app": "__init__",  # swapped for the 503 app over the concurrency limit
-        "cycle": "__init__",  # the newest request's RequestResponseCycle
-        "parser": "__init__",  # the httptools parser, fed by data_received
-        # the head parsed so far: its size, Host lines, X-Request-ID, body framing
-        "headers": "on_message_begin",
-        "url": "on_message_begin",  # the request target: its size
-    },
-    "RequestResponseCycle": {
-        # whether a request is still owed (part of) its answer
-        "response_started": "__init__",
-        "response_complete": "__init__",
-        # set to tell a handler the client is gone (what uvicorn does on connection_lost)
-        "disconnected": "__init__",
-        "keep_alive": "__init__",
-        "message_event": "__init__",
-        # reopened for the body of a request whose upgrade is declined
-        "more_body": "__init__",
-    },
-    "ServerState": {
-        # the open connections and running requests the concurrency limit counts
-        "connections": "__init__",
-        "tasks": "__init__",
-    },
-}
-UVICORN_CLASSES: dict[str, type] = {
-    "HttpToolsProtocol": HttpToolsProtocol,
-    "RequestResponseCycle": RequestResponseCycle,
-    "ServerState": ServerState,
-}
-
-
-class UnsupportedUvicorn(RuntimeError):
-    """The installed uvicorn lacks a member this module hooks, or has it in another shape."""
-
-
-def check_uvicorn(classes: Mapping[str, type], version: str) -> None:
-    """Fail unless every hooked member of uvicorn exists with the shape this module expects."""
-    missing = missing_hooks(classes)
-    if missing:
-        raise UnsupportedUvicorn(
-            f"kv serve extends private members of uvicorn {PINNED_UVICORN}.x (README: "
-            f"Pinned private hooks), and uvicorn {version} is installed: "
-            + "; ".join(missing)
-            + f". Install uvicorn {PINNED_UVICORN}.x (pip install -r requirements.lock)."
-        )
-
-
-def missing_hooks(classes: Mapping[str, type]) -> list[str]:
-    """Each hooked member that `classes` lack or have in another shape, said in a sentence."""
-    missing = []
-    for owner, methods in HOOKED_METHODS.items():
-        for name, parameters in methods.items():
-            method = getattr(classes[owner], name, None)
-            if not callable(method):
-                missing.append(f"{owner}.{name}() is missing")
-                continue
-            try:
-                found = tuple(inspect.signature(method).parameters)[1:]
-            except (TypeError, ValueError):
-                found = None
-            if found != parameters:
-                missing.append(
-                    f"{owner}.{name}() takes ({', '.join(found or ('?',))}), "
-                    f"not ({', '.join(parameters)})"
-                )
-    for owner, attributes in HOOKED_ATTRIBUTES.items():
-        for name, assigner in attributes.items():
-            if not _assigns(getattr(classes[owner], assigner, None), name):
-                missing.append(f"{owner}.{name} is no longer set by {owner}.{assigner}()")
-    return missing
-
-
-def _assigns(method: Callable[..., Any] | None, attribute: str) -> bool:
-    """Whether `method`'s code sets `attribute` on an object (`self.attribute = ...`)."""
-    try:
-        instructions = dis.get_instructions(method)  # type: ignore[arg-type]
-    except TypeError:  # None, or not Python code
-        return False
-    return any(i.opname == "STORE_ATTR" and i.argval == attribute for i in instructions)
-
-
-def raw_problem(status: int, reason: str, detail: str, request_id: str) -> bytes:
-    """A whole HTTP/1.1 problem+json response that closes the connection."""
-    body = problem_body(status, reason, detail)
-    head = [
-        b"HTTP/1.1 %d %s" % (status, reason.encode()),
-        b"content-type: " + MEDIA_TYPE.encode(),
-        b"content-length: %d" % len(body),
-        b"x-request-id: " + request_id.encode(),
-        b"connection: close",
-    ]
-    return b"\r\n".join(head) + b"\r\n\r\n" + body
-
-
-class _Overload:
-    """Counts the requests refused for being over the limit, and says so once a second."""
-
-    def __init__(self, limit: int, ids: RequestIds) -> None:
-        self.limit = limit
-        self.ids = ids
-        self.refused = 0
-        self.logged_at = 0.0
-        self.body = problem_body(
-            503,
-            "Service Unavailable",
-            f"the server is at its limit of {limit} connections or requests; retry shortly",
-        )
-
-    async def __call__(self, scope: Scope, _receive: Receive, send: Send) -> None:
-        self.refused += 1
-        now = time.monotonic()
-        if now - self.logged_at >= _OVERLOAD_LOG_SECONDS:
-            logger.warning(
-                "over KV_LIMIT_CONCURRENCY={}: refused {} request(s) with 503",
-                self.limit,
-                self.refused,
-            )
-            self.logged_at, self.refused = now, 0
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 503,
-                "headers": [
-                    (b"content-type", MEDIA_TYPE.encode()),
-                    (b"content-length", b"%d" % len(self.body)),
-                    (b"retry-after", RETRY_AFTER_SECONDS),
-                    (b"x-request-id", self.ids.of(scope["headers"]).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": self.body})
 
 
 class _Refused(Exception):
@@ -248,7 +89,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         header_timeout: float,
         body_timeout: float,
         max_header_bytes: int,
-        overload: _Overload,
+        overload: Overload,
         ids: RequestIds,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
@@ -570,13 +411,13 @@ def protocol_factory(
     A partial of a module-level class, so uvicorn can pickle it into worker processes. Checks
     first that the installed uvicorn has every member the class hooks (UnsupportedUvicorn).
     """
-    check_uvicorn(UVICORN_CLASSES, uvicorn.__version__)
+    check_uvicorn(UVICORN_CLASSES, uvicorn.__version__)  # raises UnsupportedUvicorn
     ids = RequestIds()  # for the answers the protocol writes itself
     return functools.partial(
         GuardedHttpToolsProtocol,
         header_timeout=header_timeout,
         body_timeout=body_timeout,
         max_header_bytes=max_header_bytes,
-        overload=_Overload(limit_concurrency, ids),
+        overload=Overload(limit_concurrency, ids),
         ids=ids,
     )

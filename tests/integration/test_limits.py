@@ -10,6 +10,7 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -86,12 +87,30 @@ def served_meanwhile(server: Server, until: float) -> int:
 
 
 def status_and_problem(response: bytes) -> tuple[int, dict[str, object]]:
+    """The status and problem+json body of an answer the protocol wrote, which must also carry
+    a request id and close the connection."""
     head, _, body = response.partition(b"\r\n\r\n")
     status = int(head.split(b" ")[1])
-    assert b"content-type: application/problem+json" in head.lower()
+    headers = head_fields(head)
+    assert headers["content-type"] == "application/problem+json"
+    assert headers["connection"] == "close"
+    assert 0 < len(headers["x-request-id"]) <= 128
     problem: dict[str, object] = orjson.loads(body)
     assert problem["status"] == status
     return status, problem
+
+
+def request_id(response: bytes) -> str:
+    return head_fields(response.partition(b"\r\n\r\n")[0])["x-request-id"]
+
+
+def head_fields(head: bytes) -> dict[str, str]:
+    """A response head's fields, names lowercased."""
+    fields = {}
+    for line in head.decode().split("\r\n")[1:]:
+        name, _, value = line.partition(":")
+        fields[name.strip().lower()] = value.strip()
+    return fields
 
 
 def test_an_idle_keep_alive_connection_is_closed_after_the_keep_alive_timeout(
@@ -143,6 +162,27 @@ def test_a_head_sent_slowly_gets_408_and_other_clients_are_served_meanwhile(
     assert HEADER_TIMEOUT * 0.9 <= closed - started <= HEADER_TIMEOUT + SLACK
 
 
+def test_a_head_sent_slowly_after_a_response_gets_408_counted_from_that_response(
+    server: Server,
+) -> None:
+    sock = connect(server)
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: kv\r\n\r\n")
+    first = b""
+    while not first.endswith(b'{"status":"ok"}'):
+        first += sock.recv(65536)
+    answered = time.monotonic()  # the deadline runs from the response, not the next byte
+    sock.sendall(b"PUT /kv/slow HTTP/1.1\r\n")
+    for header in (b"X-A: 1\r\n", b"X-B: 2\r\n", b"X-C: 3\r\n"):
+        time.sleep(KEEP_ALIVE * 0.5)  # each byte resets uvicorn's keep-alive timer
+        if time.monotonic() - answered > HEADER_TIMEOUT * 0.6:
+            break
+        sock.sendall(header)
+    response, closed = read_until_closed(sock)
+    status, problem = status_and_problem(response)
+    assert status == 408 and "headers did not arrive" in str(problem["detail"])
+    assert HEADER_TIMEOUT * 0.9 <= closed - answered <= HEADER_TIMEOUT + SLACK
+
+
 def test_a_body_never_finished_gets_408_and_other_clients_are_served_meanwhile(
     server: Server,
 ) -> None:
@@ -162,10 +202,13 @@ def test_a_body_never_finished_gets_408_and_other_clients_are_served_meanwhile(
 
 def test_a_head_over_the_size_limit_gets_431_at_once(server: Server) -> None:
     sock = connect(server)
-    sock.sendall(b"GET /health HTTP/1.1\r\nHost: kv\r\nX-Big: " + b"a" * MAX_HEADER_BYTES)
+    sock.sendall(
+        b"GET /health HTTP/1.1\r\nHost: kv\r\nX-Request-ID: mine-2\r\nX-Big: "
+        + b"a" * MAX_HEADER_BYTES
+    )
     response, _ = read_until_closed(sock)
     status, _ = status_and_problem(response)
-    assert status == 431
+    assert (status, request_id(response)) == (431, "mine-2")
     # Under the limit is fine.
     with httpx.Client(base_url=server.url, timeout=10) as client:
         big = {"x-big": "a" * (MAX_HEADER_BYTES // 2)}
@@ -191,6 +234,35 @@ def test_a_client_that_stops_reading_is_disconnected_and_others_are_served(
     assert "Traceback" not in server.log.read_text()
 
 
+def test_a_client_reading_slowly_is_cut_off_after_the_send_deadline(server: Server) -> None:
+    """A client that takes ~640 bytes a second holds its connection as long as the response
+    lasts unless kv cuts it off; fast clients take 8 MiB whole meanwhile."""
+    value = "y" * (8 * 1024 * 1024)
+    key = f"slowly-{time.monotonic_ns()}"
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        assert client.post("/kv", json={"key": key, "value": value}).status_code == 200
+    sock = connect(server, receive_buffer=4096)
+    sock.sendall(b"GET /kv/%b HTTP/1.1\r\nHost: kv\r\n\r\n" % key.encode())
+    slowly_until = time.monotonic() + 2 * BODY_TIMEOUT
+    received = 0
+    with httpx.Client(base_url=server.url, timeout=30) as fast:
+        while time.monotonic() < slowly_until:
+            try:
+                chunk = sock.recv(64)
+            except ConnectionResetError:
+                chunk = b""
+            if not chunk:
+                break
+            received += len(chunk)
+            if received <= 64 * 3:  # while it dawdles, a fast client is served whole
+                assert len(fast.get(f"/kv/{key}").json()["value"]) == len(value)
+            time.sleep(0.1)
+    # Then read quickly: what kv had sent before it cut the connection off, then the end.
+    received += len(read_until_closed(sock, within=SLACK)[0])
+    assert received < len(value), f"kv waited for the slow reader ({received} bytes)"
+    assert "Traceback" not in server.log.read_text()
+
+
 def test_over_the_concurrency_limit_is_a_503_problem_until_idle_connections_are_closed(
     tmp_path: Path,
 ) -> None:
@@ -208,6 +280,9 @@ def test_over_the_concurrency_limit_is_a_503_problem_until_idle_connections_are_
             assert refused.headers["retry-after"].isdigit()
             assert refused.headers["content-type"] == "application/problem+json"
             assert refused.json()["status"] == 503
+            assert refused.headers["x-request-id"]
+            mine = client.get("/kv/a", headers={"x-request-id": "mine-503"})
+            assert mine.status_code == 503 and mine.headers["x-request-id"] == "mine-503"
             # ...but only until the header timeout closes them: then clients are served.
             deadline = opened + HEADER_TIMEOUT + SLACK
             while (status := client.get("/kv/a").status_code) == 503:
@@ -219,3 +294,182 @@ def test_over_the_concurrency_limit_is_a_503_problem_until_idle_connections_are_
     finally:
         stop_kv(server)
     assert "over KV_LIMIT_CONCURRENCY=4: refused" in server.log.read_text()
+
+
+MALFORMED = {
+    # A header name with a space: no usable id was parsed before it.
+    "bad header name": (b"GET /kv/x HTTP/1.1\r\nHost: kv\r\nBad Header: 1\r\n\r\n", 400, None),
+    # A bad Content-Length: the id sent before it is echoed.
+    "bad content-length": (
+        b"PUT /kv/x HTTP/1.1\r\nHost: kv\r\nX-Request-ID: mine-1\r\nContent-Length: 1x\r\n\r\n",
+        400,
+        "mine-1",
+    ),
+    # Methods the parser does not know (RFC 9110 15.6.2); methods are case-sensitive.
+    "unknown method": (b"FOO /kv/x HTTP/1.1\r\nHost: kv\r\n\r\n", 501, None),
+    "lowercase method": (b"get /kv/x HTTP/1.1\r\nHost: kv\r\n\r\n", 501, None),
+    # A request target uvicorn cannot read (the authority form of a CONNECT).
+    "connect": (
+        b"CONNECT kv:443 HTTP/1.1\r\nHost: kv:443\r\nX-Request-ID: mine-3\r\n\r\n",
+        400,
+        "mine-3",
+    ),
+    # RFC 9112 3.2: an HTTP/1.1 request without Host, any request with two.
+    "no host": (b"GET /health HTTP/1.1\r\nX-Request-ID: mine-4\r\n\r\n", 400, "mine-4"),
+    "two hosts": (b"GET /health HTTP/1.1\r\nHost: kv\r\nHost: other\r\n\r\n", 400, None),
+    "two hosts, HTTP/1.0": (b"GET /health HTTP/1.0\r\nHost: kv\r\nHost: kv\r\n\r\n", 400, None),
+}
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "given_id"), MALFORMED.values(), ids=MALFORMED.keys()
+)
+def test_the_protocol_answers_malformed_requests_with_a_problem_and_a_request_id(
+    server: Server, request_bytes: bytes, status: int, given_id: str | None
+) -> None:
+    sock = connect(server)
+    sock.sendall(request_bytes)
+    response, _ = read_until_closed(sock)
+    assert status_and_problem(response)[0] == status
+    if given_id is not None:
+        assert request_id(response) == given_id
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        assert client.get("/health").status_code == 200  # the server goes on
+
+
+def responses(received: bytes) -> list[tuple[int, dict[str, str], bytes]]:
+    """The status, fields and body of each response in `received` (Content-Length framed)."""
+    answers = []
+    while received:
+        head, _, rest = received.partition(b"\r\n\r\n")
+        fields = head_fields(head)
+        length = int(fields["content-length"])
+        answers.append((int(head.split(b" ")[1]), fields, rest[:length]))
+        received = rest[length:]
+    return answers
+
+
+UPGRADES = {
+    # What `curl --http2 -d ...` sends to an http:// URL.
+    "h2c": b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+    b"HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n",
+    "websocket": b"Connection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n"
+    b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+}
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+@pytest.mark.parametrize("upgrade", UPGRADES.values(), ids=UPGRADES.keys())
+def test_a_request_asking_to_upgrade_is_served_as_http_1_1_with_its_body(
+    server: Server, upgrade: bytes, chunked: bool
+) -> None:
+    key = f"upgrade-{time.monotonic_ns()}"
+    body = orjson.dumps({"key": key, "value": {"sent": "with an upgrade"}})
+    framed = b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body) if chunked else body
+    framing = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: %d" % len(body)
+    sock = connect(server)
+    # The upgrade request, and a request pipelined after it on the same connection.
+    sock.sendall(
+        b"POST /kv HTTP/1.1\r\nHost: kv\r\n%b%b\r\n\r\n%b" % (upgrade, framing, framed)
+        + b"GET /kv/%b HTTP/1.1\r\nHost: kv\r\nConnection: close\r\n\r\n" % key.encode()
+    )
+    received, _ = read_until_closed(sock)
+    answers = responses(received)
+    assert [status for status, _, _ in answers] == [200, 200], received
+    for _, _, answer in answers:
+        assert orjson.loads(answer)["value"] == {"sent": "with an upgrade"}
+
+
+def test_a_bodiless_request_asking_to_upgrade_is_served_and_so_is_the_next(
+    server: Server,
+) -> None:
+    sock = connect(server)
+    sock.sendall(
+        b"GET /health HTTP/1.1\r\nHost: kv\r\n%b\r\n" % UPGRADES["websocket"]
+        + b"GET /health HTTP/1.1\r\nHost: kv\r\nConnection: close\r\n\r\n"
+    )
+    received, _ = read_until_closed(sock)
+    assert [status for status, _, _ in responses(received)] == [200, 200], received
+
+
+def test_an_http_1_0_request_without_host_is_served(server: Server) -> None:
+    sock = connect(server)
+    sock.sendall(b"GET /health HTTP/1.0\r\n\r\n")
+    received, _ = read_until_closed(sock)
+    assert [status for status, _, _ in responses(received)] == [200]
+
+
+def test_a_request_refused_after_pipelined_ones_is_answered_after_them(server: Server) -> None:
+    key = f"pipelined-{time.monotonic_ns()}"
+    body = orjson.dumps({"key": key, "value": 1})
+    sock = connect(server)
+    sock.sendall(
+        b"POST /kv HTTP/1.1\r\nHost: kv\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body)
+        + b"GET /health HTTP/1.1\r\nHost: kv\r\n\r\n"
+        + b"GET /health HTTP/1.1\r\n\r\n"  # no Host: refused, and nothing after it is read
+        + b"DELETE /kv/%b HTTP/1.1\r\nHost: kv\r\n\r\n" % key.encode()
+    )
+    received, _ = read_until_closed(sock)
+    answers = responses(received)
+    assert [status for status, _, _ in answers] == [200, 200, 400], received
+    assert answers[2][1]["content-type"] == "application/problem+json"
+    assert answers[2][1]["connection"] == "close"
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        assert client.get(f"/kv/{key}").status_code == 200  # the DELETE was not read
+
+
+def test_a_head_over_the_size_limit_gets_431_however_it_arrives(server: Server) -> None:
+    # The whole head (four times the limit) in one write, so it arrives in one read.
+    big = b"GET /health HTTP/1.1\r\nHost: kv\r\nX-Request-ID: mine-5\r\nX-Big: %b\r\n\r\n"
+    sock = connect(server)
+    sock.sendall(big % (b"a" * 4 * MAX_HEADER_BYTES))
+    response, _ = read_until_closed(sock)
+    assert (status_and_problem(response)[0], request_id(response)) == (431, "mine-5")
+    # Behind a request with a body, in the same write: that one is answered first.
+    key = f"before-a-big-head-{time.monotonic_ns()}"
+    body = orjson.dumps({"key": key, "value": "x" * 1000})
+    sock = connect(server)
+    sock.sendall(
+        b"POST /kv HTTP/1.1\r\nHost: kv\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body)
+        + big % (b"a" * 2 * MAX_HEADER_BYTES)
+    )
+    received, _ = read_until_closed(sock)
+    assert [status for status, _, _ in responses(received)] == [200, 431]
+    # Many headers, each small, count too.
+    many = b"".join(b"X-H%d: %b\r\n" % (i, b"v" * 100) for i in range(MAX_HEADER_BYTES // 100))
+    sock = connect(server)
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: kv\r\n%b\r\n" % many)
+    assert status_and_problem(read_until_closed(sock)[0])[0] == 431
+
+
+def test_a_client_that_half_closes_gets_the_answers_to_what_it_sent(
+    tmp_path: Path, redis_server: Any
+) -> None:
+    """`shutdown(SHUT_WR)` after the requests: each is answered, then the connection closed.
+
+    On Redis, whose calls the handler awaits, so the end of the stream arrives before the
+    answer is written (on memory the answer is written first)."""
+    url = redis_server.settings()["redis_url"]
+    server = start_kv(tmp_path, {"KV_BACKEND": "redis", "KV_REDIS_URL": url, **LIMITS})
+    try:
+        key = f"half-closed-{time.monotonic_ns()}"
+        created = orjson.dumps({"key": key, "value": 1})
+        replaced = orjson.dumps({"value": 2})
+        sock = connect(server)
+        sock.sendall(
+            b"POST /kv HTTP/1.1\r\nHost: kv\r\nContent-Length: %d\r\n\r\n%b"
+            % (len(created), created)
+            + b"PUT /kv/%b HTTP/1.1\r\nHost: kv\r\nContent-Length: %d\r\n\r\n%b"
+            % (key.encode(), len(replaced), replaced)
+        )
+        sock.shutdown(socket.SHUT_WR)
+        received, _ = read_until_closed(sock)
+        answers = responses(received)
+        assert [status for status, _, _ in answers] == [200, 200], received
+        assert orjson.loads(answers[1][2])["revision"] == 2
+        # A client that half-closes with nothing left to answer is closed at once.
+        sock = connect(server)
+        sock.shutdown(socket.SHUT_WR)
+        assert read_until_closed(sock, within=KEEP_ALIVE / 2)[0] == b""
+    finally:
+        stop_kv(server)

@@ -2,15 +2,18 @@
 
 Their effect on a real server is in tests/integration/test_limits.py."""
 
+import asyncio
 import os
 import pickle
 from typing import Any
 
 import pytest
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
 
 from kv.container import ConfigError, Settings
-from kv.entrypoints import cli
+from kv.entrypoints import cli, protocol, uvicorn_hooks
 from kv.entrypoints.protocol import GuardedHttpToolsProtocol
 
 
@@ -118,3 +121,158 @@ def test_kv_serve_defaults_bound_every_connection(monkeypatch: pytest.MonkeyPatc
     keywords = options["http"].keywords
     assert (keywords["header_timeout"], keywords["body_timeout"]) == (10.0, 30.0)
     assert keywords["overload"].limit == 1000
+
+
+def test_the_installed_uvicorn_has_every_hooked_member() -> None:
+    assert uvicorn_hooks.missing_hooks(uvicorn_hooks.UVICORN_CLASSES) == []
+    uvicorn_hooks.check_uvicorn(uvicorn_hooks.UVICORN_CLASSES, uvicorn.__version__)
+
+
+def without(cls: type, member: str) -> type:
+    """A copy of `cls` (same name) that lacks `member`, as another uvicorn might."""
+    namespace = {name: value for name, value in vars(cls).items() if name != member}
+    return type(cls.__name__, cls.__bases__, namespace)
+
+
+def test_a_missing_hooked_method_stops_start_up_naming_it_and_the_version() -> None:
+    classes = {
+        **uvicorn_hooks.UVICORN_CLASSES,
+        "HttpToolsProtocol": without(HttpToolsProtocol, "on_response_complete"),
+    }
+    with pytest.raises(uvicorn_hooks.UnsupportedUvicorn) as refused:
+        uvicorn_hooks.check_uvicorn(classes, version="0.99.0")
+    message = str(refused.value)
+    assert "uvicorn 0.99.0 is installed" in message
+    assert "HttpToolsProtocol.on_response_complete() is missing" in message
+    assert f"Install uvicorn {uvicorn_hooks.PINNED_UVICORN}.x" in message
+
+
+def test_a_hooked_method_of_another_shape_or_an_attribute_no_longer_set_is_named() -> None:
+    class Cycle:  # a RequestResponseCycle that no longer has `disconnected`
+        def __init__(self) -> None:
+            self.response_started = self.response_complete = self.keep_alive = False
+            self.more_body = True
+            self.message_event = None
+
+    class Protocol(HttpToolsProtocol):
+        def on_message_complete(self, final: bool) -> None:  # type: ignore[override]
+            pass
+
+    classes = {
+        **uvicorn_hooks.UVICORN_CLASSES,
+        "HttpToolsProtocol": Protocol,
+        "RequestResponseCycle": Cycle,
+    }
+    assert uvicorn_hooks.missing_hooks(classes) == [
+        "HttpToolsProtocol.on_message_complete() takes (final), not ()",
+        "RequestResponseCycle.disconnected is no longer set by RequestResponseCycle.__init__()",
+    ]
+
+
+def test_kv_serve_refuses_to_start_on_an_uvicorn_without_the_hooks(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    classes = {**uvicorn_hooks.UVICORN_CLASSES, "ServerState": without(ServerState, "__init__")}
+    monkeypatch.setattr(protocol, "UVICORN_CLASSES", classes)
+    monkeypatch.setattr(uvicorn, "__version__", "0.99.0")
+    ran: list[object] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **_options: ran.append(args))
+    assert cli.main(["serve"]) == 2
+    assert ran == []
+    error = capsys.readouterr().err
+    assert error.startswith("kv: kv serve extends private members of uvicorn 0.54.x")
+    assert "uvicorn 0.99.0 is installed" in error
+    assert "ServerState.connections is no longer set by ServerState.__init__()" in error
+
+
+def test_each_worker_process_generates_request_ids_of_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    factory = serve_options(monkeypatch, {})["http"]
+    ids = factory.keywords["ids"]
+    assert factory.keywords["overload"].ids is ids  # one generator for the protocol's answers
+    copy = pickle.loads(pickle.dumps(factory))  # noqa: S301 (our own bytes)
+    assert copy.keywords["overload"].ids is copy.keywords["ids"]
+    assert copy.keywords["ids"].prefix != ids.prefix
+
+
+class Transport(asyncio.Transport):
+    """Holds `buffered` bytes the client has not taken yet."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.buffered = 0
+        self.aborted = False
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 5555)}.get(name)
+
+    def is_closing(self) -> bool:
+        return self.aborted
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def close(self) -> None:
+        pass
+
+
+class Clock:
+    """The loop's time and timers, as far as the send deadline uses them."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.timers: list[asyncio.TimerHandle] = []
+
+    def time(self) -> float:
+        return self.now
+
+    def call_at(self, when: float, callback: Any) -> asyncio.TimerHandle:
+        timer = asyncio.TimerHandle(when, callback, (), asyncio.get_running_loop())
+        self.timers.append(timer)
+        return timer
+
+    def due(self) -> float | None:
+        """When the armed send deadline fires, if one is armed."""
+        armed = [timer for timer in self.timers if not timer.cancelled()]
+        assert len(armed) <= 1
+        return armed[0].when() if armed else None
+
+
+async def test_the_send_deadline_adds_up_every_stall_until_the_client_catches_up() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        pass
+
+    config = uvicorn.Config(app, log_config=None, lifespan="off")
+    factory = protocol.protocol_factory(
+        header_timeout=10, body_timeout=2, max_header_bytes=65536, limit_concurrency=10
+    )
+    connection = factory(config=config, server_state=ServerState(), app_state={})
+    transport = Transport()
+    connection.connection_made(transport)
+    clock = Clock()
+    connection.event_loop = clock  # type: ignore[assignment]
+    try:
+        transport.buffered = 5_000_000
+        connection.pause_writing()  # the client stops taking what is sent
+        assert clock.due() == 1002.0
+        clock.now += 1.5
+        transport.buffered = 10_000
+        connection.resume_writing()  # it took some, not all: 0.5 s left
+        assert clock.due() is None
+        clock.now += 0.1
+        transport.buffered = 5_000_000
+        connection.pause_writing()
+        assert clock.due() == pytest.approx(1002.1)  # not 1003.6: the stalls add up
+        clock.now += 0.2
+        transport.buffered = 0
+        connection.resume_writing()  # it took everything: the deadline starts afresh
+        connection.pause_writing()
+        assert clock.due() == pytest.approx(1003.8)
+        clock.timers[-1]._run()  # the deadline passes: the connection is dropped
+        assert transport.aborted
+    finally:
+        connection.connection_lost(None)

@@ -13,7 +13,7 @@ import uvicorn
 from kv.container import BACKENDS, ConfigError, Settings
 from kv.entrypoints.check import DEFAULT_TIMEOUT
 from kv.entrypoints.check import main as run_check_command
-from kv.entrypoints.protocol import protocol_factory
+from kv.entrypoints.protocol import UnsupportedUvicorn, protocol_factory
 
 METRICS_DIR_VARIABLE = "KV_METRICS_DIR"
 
@@ -70,7 +70,15 @@ def serve(args: argparse.Namespace) -> int:
     }
     try:
         settings = Settings.from_env(os.environ, **overrides)
-    except ConfigError as exc:
+        # httptools, with the deadlines and limits uvicorn lacks (see protocol.py); this
+        # checks first that the installed uvicorn has every member the protocol hooks.
+        http = protocol_factory(
+            header_timeout=settings.header_timeout,
+            body_timeout=settings.body_timeout,
+            max_header_bytes=settings.max_header_bytes,
+            limit_concurrency=settings.limit_concurrency,
+        )
+    except (ConfigError, UnsupportedUvicorn) as exc:
         print(f"kv: {exc}", file=sys.stderr)
         return 2
     shared = settings.metrics_dir
@@ -83,13 +91,7 @@ def serve(args: argparse.Namespace) -> int:
         "host": settings.host,
         "port": settings.port,
         "loop": "uvloop",
-        # httptools, with the deadlines and limits uvicorn lacks (see protocol.py).
-        "http": protocol_factory(
-            header_timeout=settings.header_timeout,
-            body_timeout=settings.body_timeout,
-            max_header_bytes=settings.max_header_bytes,
-            limit_concurrency=settings.limit_concurrency,
-        ),
+        "http": http,
         "ws": "none",  # no WebSocket routes: do not accept upgrades either
         "timeout_keep_alive": settings.keep_alive_seconds,
         "backlog": settings.backlog,

@@ -18,6 +18,11 @@ class RequestIds:
         self.prefix = secrets.token_hex(6) + "-"
         self.counter = itertools.count(1)
 
+    def __reduce__(self) -> tuple[type["RequestIds"], tuple[()]]:
+        # A copy in another process (uvicorn pickles `kv serve`'s protocol factory into each
+        # worker) starts its own prefix and count, or two workers would issue the same ids.
+        return RequestIds, ()
+
     def new(self) -> str:
         return f"{self.prefix}{next(self.counter):x}"
 

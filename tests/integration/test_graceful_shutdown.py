@@ -13,6 +13,7 @@ and half its body) when SIGTERM arrives, and finishes sending after. Then:
 import asyncio
 import re
 import signal
+import socket
 import time
 import uuid
 from pathlib import Path
@@ -113,3 +114,29 @@ def test_sigterm_under_load_answers_what_it_started_flushes_the_log_and_exits(
     assert "half-sent" in logged
     missing = [a.request_id for a in answered if a.request_id not in logged]
     assert not missing, f"{len(missing)} answered operations not in the log, e.g. {missing[:3]}"
+
+
+def test_sigterm_ends_watch_streams_at_once_and_logs_their_end(tmp_path: Path) -> None:
+    """A watch stream never ends by itself: on SIGTERM it gets `unavailable` and ends, so
+    the process exits well before the grace period it would otherwise use up."""
+    server = start_kv(tmp_path, {"KV_BACKEND": "memory"})
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as stream:
+        stream.sendall(b"GET /watch?prefix= HTTP/1.1\r\nHost: kv\r\n\r\n")
+        received = b""
+        while b"event: ready" not in received:
+            received += stream.recv(4096)
+        signalled = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        while chunk := stream.recv(4096):
+            received += chunk
+    closed_after = time.monotonic() - signalled
+    exit_code = server.process.wait(timeout=GRACEFUL_SHUTDOWN_SECONDS + EXIT_SLACK)
+    exited_after = time.monotonic() - signalled
+    assert b"event: unavailable" in received
+    assert exit_code in (0, -signal.SIGTERM)
+    # Both well under the 10 s grace period a stream would otherwise hold (slack for load).
+    assert closed_after < GRACEFUL_SHUTDOWN_SECONDS / 2, closed_after
+    assert exited_after < GRACEFUL_SHUTDOWN_SECONDS / 2 + 2, exited_after
+    log = server.log.read_text()
+    assert 'watch key="" outcome=ok status=200' in log and 'ended="shutdown"' in log

@@ -153,6 +153,7 @@ def test_a_hooked_method_of_another_shape_or_an_attribute_no_longer_set_is_named
             self.response_started = self.response_complete = self.keep_alive = False
             self.more_body = True
             self.message_event = None
+            self.scope: dict[str, object] = {}
 
     class Protocol(HttpToolsProtocol):
         def on_message_complete(self, final: bool) -> None:  # type: ignore[override]

@@ -65,6 +65,9 @@ from kv.entrypoints.uvicorn_hooks import UVICORN_CLASSES, UnsupportedUvicorn, ch
 
 __all__ = ["UnsupportedUvicorn", "protocol_factory"]
 
+# An asyncio.Event a streaming response puts in its scope: set when the server shuts down.
+STOP_STREAM = "kv.stop_stream"
+
 _BODY_FRAMING = (b"content-length", b"transfer-encoding")
 _RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
 # A head's bytes besides its target, names and values: the rest of the request line (with
@@ -312,6 +315,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.body_timer.cancel()
             self.body_timer = None
         super().on_message_complete()
+
+    def shutdown(self) -> None:
+        # The server is stopping (SIGTERM). A response that streams until the client leaves
+        # (a watch) would hold the shutdown for its whole grace period: ask it to end now.
+        super().shutdown()
+        for cycle in self.unanswered:
+            stop = cycle.scope.get(STOP_STREAM)
+            if isinstance(stop, asyncio.Event):
+                stop.set()
 
     def on_response_complete(self) -> None:
         if self.unanswered:

@@ -32,6 +32,8 @@ HOOKED_METHODS: dict[str, dict[str, tuple[str, ...]]] = {
         "on_message_complete": (),
         # called by a RequestResponseCycle when its response is sent
         "on_response_complete": (),
+        # called by uvicorn's server on every connection when it shuts down
+        "shutdown": (),
     },
 }
 # Attributes it reads or sets, with the uvicorn method that assigns them:
@@ -45,6 +47,8 @@ HOOKED_ATTRIBUTES: dict[str, dict[str, str]] = {
         "url": "on_message_begin",  # the request target: its size
     },
     "RequestResponseCycle": {
+        # a streaming response's stop event (protocol.STOP_STREAM) is looked up in it
+        "scope": "__init__",
         # whether a request is still owed (part of) its answer
         "response_started": "__init__",
         "response_complete": "__init__",

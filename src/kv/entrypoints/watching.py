@@ -17,15 +17,13 @@ from starlette.types import Receive, Scope, Send
 from kv.domain.commands import Watch
 from kv.domain.errors import ChangesLost, KVError
 from kv.domain.model import Change, Record, parse_key
-from kv.domain.watch import Watcher, WatcherOverflow
+from kv.domain.watch import WatchClosed, Watcher, WatcherOverflow
 from kv.entrypoints.handlers import record_json
 from kv.entrypoints.problems import BadRequest
+from kv.entrypoints.protocol import STOP_STREAM
 from kv.entrypoints.requests import Call, Stream
 
 HEARTBEAT_SECONDS = 15.0
-# Marks a scope whose response is a watch stream, for the connection (protocol.py): a
-# stream is exempt from the response deadline, and ends when the server stops.
-STREAMING = "kv.streaming"
 
 _HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -61,10 +59,10 @@ class WatchStream(Stream):
         self.watcher = watcher
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        scope[STREAMING] = True
         started = time.monotonic()
         watcher = self.watcher
-        listener = asyncio.get_running_loop().create_task(_until_disconnect(receive, watcher))
+        stop = scope[STOP_STREAM] = asyncio.Event()  # set by kv serve's protocol at shutdown
+        listener = asyncio.get_running_loop().create_task(_until_gone(receive, stop, watcher))
         ended = "client"
         try:
             await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
@@ -80,8 +78,8 @@ class WatchStream(Stream):
                     break
                 except ClientLeft:
                     break
-                except KVError:  # the feed failed, or the service is stopping
-                    ended = "unavailable"
+                except KVError as exc:  # the feed failed, or the service is stopping
+                    ended = "shutdown" if isinstance(exc, WatchClosed) else "unavailable"
                     await _events(send, b"event: unavailable\ndata: {}\n\n")
                     break
                 await _events(send, b"".join(map(event, changes)) if changes else b": idle\n\n")
@@ -97,12 +95,22 @@ class WatchStream(Stream):
             }
 
 
-async def _until_disconnect(receive: Receive, watcher: Watcher) -> None:
-    """End the watcher when the client goes away (its request has no body left to read)."""
-    with contextlib.suppress(OSError):
-        while (await receive())["type"] != "http.disconnect":
-            pass
-    watcher.end(ClientLeft())
+async def _until_gone(receive: Receive, stop: asyncio.Event, watcher: Watcher) -> None:
+    """End the watcher when the client goes away or the server stops, whichever is first."""
+
+    async def disconnected() -> None:
+        with contextlib.suppress(OSError):
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+    client = asyncio.ensure_future(disconnected())
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((client, stopping), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        client.cancel()
+        stopping.cancel()
+    watcher.end(WatchClosed() if stop.is_set() else ClientLeft())
 
 
 async def _events(send: Send, data: bytes) -> None:

@@ -8,11 +8,11 @@ writes: the requests of one event-loop turn share one call, see TarantoolReposit
 `<space>_clear`. Expiry is decided inside those functions, by Tarantool's clock. Writes
 answer `applied, revision, expires_at` and never send the value back: the adapter has it.
 
-Time and failures: the connection gives every request `timeout` seconds (asynctnt arms one
-timer per request). While the connection is down a request fails at once, and asynctnt
-reconnects in the background every `RECONNECT_SECONDS`, so the service recovers by itself
-when Tarantool is back. A timeout or a lost connection is `StorageUnavailable`; for a write
-that means its outcome is unknown.
+Time and failures: every call has a deadline of `timeout` seconds that measures Tarantool,
+not kv's own event loop (see `_Deadline`). While the connection is down a call fails at once,
+and asynctnt reconnects in the background every `RECONNECT_SECONDS`, so the service recovers
+by itself when Tarantool is back. A timeout or a lost connection is `StorageUnavailable`; for
+a write its outcome is unknown.
 """
 
 import asyncio
@@ -57,6 +57,9 @@ MAX_BATCH = 512
 # answers an empty batch. A Tarantool that stops answering is noticed within this plus the
 # timeout; an idle feed costs one call per this many seconds.
 FEED_WAIT_SECONDS = 2.0
+# A deadline that comes while the answer may already be waiting in the socket is put off
+# once by this much, so that the loop reads it first (see `_Deadline`).
+DEADLINE_GRACE_SECONDS = 0.005
 
 # Tarantool's system views (ids fixed since 1.7) and their index on `name`. A user sees in
 # them only the objects it has been granted something on.
@@ -259,9 +262,8 @@ class TarantoolRepository:
     async def _poll(
         self, connection: asynctnt.Connection, epoch: str | None, cursor: int | None, wait: float
     ) -> Any:
-        response = await connection.call(
-            self._watch, (epoch, cursor, wait), timeout=wait + self._timeout
-        )
+        call = connection.call(self._watch, (epoch, cursor, wait), timeout=0)
+        response = await self._bound(call, wait + self._timeout)
         return response[0]
 
     # --- the rest ---------------------------------------------------------------------------
@@ -271,7 +273,7 @@ class TarantoolRepository:
 
     async def ping(self) -> None:
         try:
-            await self._connection.ping()
+            await self._bound(self._connection.ping(timeout=0), self._timeout)
         except _FAILURES as exc:
             raise _unavailable(exc, None, write=False) from exc
 
@@ -282,9 +284,15 @@ class TarantoolRepository:
     ) -> Any:
         """Call one of init.lua's functions on its own; its answer (the returned values)."""
         try:
-            return await self._connection.call(function, args)
+            call = self._connection.call(function, args, timeout=0)
+            return await self._bound(call, self._timeout)
         except _FAILURES as exc:
             raise _unavailable(exc, key, write=write) from exc
+
+    def _bound(self, call: "asyncio.Future[Any]", seconds: float) -> "asyncio.Future[Any]":
+        """`call`, failed with TimeoutError when Tarantool has not answered within `seconds`."""
+        _Deadline(self._loop, call, seconds)
+        return call
 
     async def _run(self, operation: _Operation, key: str) -> Any:
         """Queue `operation` for this turn's batch and return its answer."""
@@ -307,8 +315,9 @@ class TarantoolRepository:
             chunk = pending[start : start + MAX_BATCH]
             operations = [operation for operation, _ in chunk]
             try:
-                # A future, bounded by the connection's request timeout.
-                call = self._connection.call(self._batch, (operations,))
+                call = self._bound(
+                    self._connection.call(self._batch, (operations,), timeout=0), self._timeout
+                )
             except Exception as exc:  # not connected: asynctnt refuses at once
                 # Any error here must reach the callers: nobody else would wake them.
                 self._fail(chunk, exc)
@@ -391,6 +400,40 @@ class TarantoolRepository:
                 await self._connection.disconnect()
         except TimeoutError:
             self._connection.close()  # without waiting for the socket to close
+
+
+class _Deadline:
+    """Fails `call` with TimeoutError once `seconds` pass without Tarantool's answer.
+
+    Not asynctnt's own timer: under uvloop, timers run before the loop reads its sockets, so
+    after kv's own loop was held up (a large body being parsed, say) that timer fired before
+    the answer that had come in time was read, and kv blamed Tarantool for its own stall
+    (issue 20, item 2). Here a deadline that comes while `call` is still pending waits
+    DEADLINE_GRACE_SECONDS more, in which the loop reads whatever has arrived.
+    """
+
+    __slots__ = ("call", "loop", "seconds", "timer")
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, call: "asyncio.Future[Any]", seconds: float
+    ) -> None:
+        self.call = call
+        self.loop = loop
+        self.seconds = seconds
+        self.timer = loop.call_later(seconds, self.expire, True)
+        call.add_done_callback(self.cancel)
+
+    def cancel(self, _: object) -> None:
+        self.timer.cancel()
+
+    def expire(self, grace: bool) -> None:
+        if self.call.done():
+            return
+        if grace:
+            self.timer = self.loop.call_later(DEADLINE_GRACE_SECONDS, self.expire, False)
+        else:
+            message = f"Tarantool did not answer within {self.seconds:g} s"
+            self.call.set_exception(TimeoutError(message))
 
 
 def _transaction_op(op: TxnOp) -> _Operation:

@@ -11,11 +11,12 @@ answer `applied, revision, expires_at` and never send the value back: the adapte
 Time and failures: every call has a deadline of `timeout` seconds that measures Tarantool,
 not kv's own event loop (see `_Deadline`). While the connection is down a call fails at once,
 and asynctnt reconnects in the background every `RECONNECT_SECONDS`, so the service recovers
-by itself when Tarantool is back. A timeout or a lost connection is `StorageUnavailable`; for
-a write its outcome is unknown.
+by itself when Tarantool is back; that includes a Tarantool that is down when kv starts. A
+timeout or a lost connection is `StorageUnavailable`; for a write its outcome is unknown.
 """
 
 import asyncio
+import contextlib
 import functools
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from urllib.parse import unquote, urlsplit
 
 import asynctnt
 from asynctnt.exceptions import TarantoolDatabaseError, TarantoolError
+from loguru import logger
 
 from kv.domain.errors import ChangesLost, Failure, StorageUnavailable
 from kv.domain.model import (
@@ -45,6 +47,11 @@ from kv.domain.model import (
 
 INSTANCE_FILE = "deploy/tarantool/init.lua"
 DEFAULT_PORT = 3301
+# init.lua's KV_TARANTOOL_USER and KV_TARANTOOL_PASSWORD defaults: a URL without a user
+# connects as this one, so kv's default URL fits init.lua's defaults.
+DEFAULT_USER = "kv"
+DEFAULT_PASSWORD = "kv"  # noqa: S105 (init.lua's documented default, not a secret)
+GUEST = "guest"
 # Pause between two reconnection attempts while Tarantool is away: how soon after its return
 # requests succeed again (asynctnt logs a warning per failed attempt).
 RECONNECT_SECONDS = 0.5
@@ -81,18 +88,18 @@ class TarantoolSetupError(RuntimeError):
     """Tarantool answers, but is not set up for kv (space, functions or credentials)."""
 
 
-class TarantoolUnreachable(RuntimeError):
-    """Tarantool cannot be reached at start-up; the message says where and what to run."""
-
-
 @dataclass(frozen=True, slots=True)
 class TarantoolAddress:
-    """Where and as whom to connect: `[tarantool://][user[:password]@]host[:port]`."""
+    """Where and as whom to connect: `[tarantool://][user[:password]@]host[:port]`.
+
+    Without a user, init.lua's default user and password (`kv`, `kv`); `guest@host` connects
+    without authenticating.
+    """
 
     host: str
     port: int
-    user: str | None = None
-    password: str | None = None
+    user: str = DEFAULT_USER
+    password: str | None = DEFAULT_PASSWORD
 
     @classmethod
     def parse(cls, url: str) -> "TarantoolAddress":
@@ -114,17 +121,19 @@ class TarantoolAddress:
             port = 0
         if not 0 < port < 65536:
             raise ValueError("the port must be a number from 1 to 65535")
-        user = unquote(parts.username) if parts.username else None
         password = unquote(parts.password) if parts.password is not None else None
-        return cls(parts.hostname, port, user, password)
+        if not parts.username:
+            return cls(parts.hostname, port, DEFAULT_USER, password or DEFAULT_PASSWORD)
+        return cls(parts.hostname, port, unquote(parts.username), password)
 
     def connection(self, *, timeout: float, reconnect: float) -> asynctnt.Connection:
         """A connection (not yet open) whose every request has the deadline `timeout`."""
+        guest = self.user == GUEST
         return asynctnt.Connection(
             host=self.host,
             port=self.port,
-            username=self.user,
-            password=self.password,
+            username=None if guest else self.user,
+            password=None if guest else self.password,
             # Requests name the space by id and functions by name: no schema to fetch at each
             # (re)connection, nor to refetch when the schema changes.
             fetch_schema=False,
@@ -136,7 +145,7 @@ class TarantoolAddress:
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.user or 'guest'}@{host}:{self.port}"
+        return f"{self.user}@{host}:{self.port}"
 
 
 class TarantoolRepository:
@@ -166,6 +175,10 @@ class TarantoolRepository:
         self._timeout = timeout
         self._loop = asyncio.get_running_loop()
         self._pending: _Pending = []
+        # Why calls fail at once (not yet connected since start-up, or not set up for kv),
+        # and the error that says so in the log; None once the set-up was checked.
+        self._unready: tuple[Failure, BaseException] | None = None
+        self._connecting: asyncio.Task[None] | None = None
 
     # --- single keys ------------------------------------------------------------------------
 
@@ -272,6 +285,8 @@ class TarantoolRepository:
         await self._call(self._clear, (), key=None, write=True)
 
     async def ping(self) -> None:
+        if self._unready is not None:
+            raise self._refuse(None)
         try:
             await self._bound(self._connection.ping(timeout=0), self._timeout)
         except _FAILURES as exc:
@@ -283,11 +298,21 @@ class TarantoolRepository:
         self, function: str, args: tuple[Any, ...], *, key: str | None, write: bool = False
     ) -> Any:
         """Call one of init.lua's functions on its own; its answer (the returned values)."""
+        if self._unready is not None:
+            raise self._refuse(key)
         try:
             call = self._connection.call(function, args, timeout=0)
             return await self._bound(call, self._timeout)
         except _FAILURES as exc:
             raise _unavailable(exc, key, write=write) from exc
+
+    def _refuse(self, key: str | None) -> StorageUnavailable:
+        """The error of a call made while Tarantool is not (yet) usable, its reason chained."""
+        assert self._unready is not None
+        failure, reason = self._unready
+        refused = StorageUnavailable("tarantool", failure, key=key)
+        refused.__cause__ = reason
+        return refused
 
     def _bound(self, call: "asyncio.Future[Any]", seconds: float) -> "asyncio.Future[Any]":
         """`call`, failed with TimeoutError when Tarantool has not answered within `seconds`."""
@@ -296,6 +321,8 @@ class TarantoolRepository:
 
     async def _run(self, operation: _Operation, key: str) -> Any:
         """Queue `operation` for this turn's batch and return its answer."""
+        if self._unready is not None:
+            raise self._refuse(key)
         answer = self._loop.create_future()
         self._pending.append((operation, answer))
         if len(self._pending) == 1:
@@ -347,29 +374,58 @@ class TarantoolRepository:
     # --- start-up ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Connect and check the set-up within the timeout.
-
-        Raises TarantoolUnreachable when Tarantool does not answer, TarantoolSetupError when
-        it answers but is not set up for kv.
-        """
+        """Connect and check the set-up within the timeout; raise TarantoolSetupError when
+        Tarantool answers but is not set up for kv. When it does not answer, calls fail at
+        once (503) while a task keeps connecting, and succeed once it has."""
         try:
-            # With reconnection on, asynctnt's connect() retries until it succeeds: bound it.
             async with asyncio.timeout(self._timeout):
                 await self._connection.connect()
             await self._check_setup()
         except TarantoolSetupError:
             raise
         except TarantoolDatabaseError as exc:
-            raise TarantoolSetupError(
-                f"Tarantool at {self._address} refused the connection ({exc.message}); check "
-                f"the user and password in KV_TARANTOOL_URL against {INSTANCE_FILE}'s "
-                "KV_TARANTOOL_USER and KV_TARANTOOL_PASSWORD"
-            ) from exc
+            raise self._refused(exc) from exc
         except _FAILURES as exc:
-            raise TarantoolUnreachable(
-                f"cannot connect to Tarantool at {self._address} within {self._timeout:g} s; "
-                f"is it running (tarantool {INSTANCE_FILE})?"
-            ) from exc
+            logger.warning(
+                "Tarantool at {} does not answer ({}); kv answers 503 until it does, and "
+                "keeps connecting (run: tarantool {})",
+                self._address,
+                _describe(exc),
+                INSTANCE_FILE,
+            )
+            self._unready = (Failure.UNREACHABLE, exc)
+            self._connecting = self._loop.create_task(self._connect_later())
+
+    async def _connect_later(self) -> None:
+        while True:
+            try:
+                await self._connection.connect()  # retries every RECONNECT_SECONDS by itself
+                await self._check_setup()
+            except TarantoolSetupError as exc:
+                self._misconfigured(exc)
+                return
+            except TarantoolDatabaseError as exc:
+                self._misconfigured(self._refused(exc))
+                return
+            except _FAILURES:
+                await asyncio.sleep(RECONNECT_SECONDS)
+            else:
+                self._unready = None
+                logger.info("connected to Tarantool at {}", self._address)
+                return
+
+    def _misconfigured(self, error: TarantoolSetupError) -> None:
+        # kv is already serving: it keeps answering 503 (and /ready 503) and says why, rather
+        # than exit in the middle of its work; a restart after the fix picks it up.
+        logger.critical("kv cannot use Tarantool: {}", error)
+        self._unready = (Failure.REFUSED, error)
+
+    def _refused(self, exc: TarantoolDatabaseError) -> TarantoolSetupError:
+        return TarantoolSetupError(
+            f"Tarantool at {self._address} refused the connection ({exc.message}); check the "
+            f"user and password in KV_TARANTOOL_URL against {INSTANCE_FILE}'s "
+            "KV_TARANTOOL_USER and KV_TARANTOOL_PASSWORD"
+        )
 
     async def _check_setup(self) -> None:
         """Check that the space and every kv function are there for us."""
@@ -380,7 +436,7 @@ class TarantoolRepository:
         )
         hint = (
             f"start Tarantool with {INSTANCE_FILE} (KV_TARANTOOL_SPACE={self._space}) and "
-            "connect as the user it creates (KV_TARANTOOL_URL=kv:kv@host:port by default)"
+            "connect as the user it creates (kv:kv by default)"
         )
         if not spaces:
             raise TarantoolSetupError(
@@ -395,6 +451,10 @@ class TarantoolRepository:
             )
 
     async def close(self) -> None:
+        if self._connecting is not None:
+            self._connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._connecting
         try:
             async with asyncio.timeout(self._timeout):
                 await self._connection.disconnect()
@@ -476,6 +536,10 @@ def _unavailable(exc: BaseException, key: str | None, *, write: bool) -> Storage
     return StorageUnavailable("tarantool", failure, outcome_unknown=write, key=key)
 
 
+def _describe(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
 class TarantoolOperationError(Exception):
     """One operation of a batch failed inside Tarantool; the others went on."""
 
@@ -495,9 +559,9 @@ async def open_tarantool_repository(
 ) -> AsyncIterator[TarantoolRepository]:
     """The Resource the container starts: connect, check the set-up, close on exit.
 
-    Fails at start-up, rather than at the first request, when Tarantool is unreachable
-    (TarantoolUnreachable) or lacks what `deploy/tarantool/init.lua` creates
-    (TarantoolSetupError).
+    Fails at start-up when Tarantool answers but lacks what `deploy/tarantool/init.lua`
+    creates, or refuses the credentials (TarantoolSetupError). A Tarantool that does not
+    answer is waited for in the background, while calls get 503.
     """
     address = TarantoolAddress.parse(url)
     connection = address.connection(timeout=timeout, reconnect=RECONNECT_SECONDS)

@@ -9,6 +9,7 @@
 --   KV_TARANTOOL_USER          the user kv connects as                              (kv)
 --   KV_TARANTOOL_PASSWORD      its password, set again at every start               (kv)
 --   KV_MAX_BODY_BYTES          the service's body limit, to size tuples             (1048576)
+--   KV_TARANTOOL_MEMTX_MEMORY  bytes of memory for records (box.cfg.memtx_memory)   (Tarantool's: 256 MiB)
 --
 -- Written for Tarantool 2.6 and later (2.11 and 3.x run it as a script too): only box.cfg,
 -- box.schema.* with if_not_exists, and space methods that have not changed since 2.x.
@@ -42,9 +43,16 @@ local space_name = env('KV_TARANTOOL_SPACE', 'kv')
 local user = env('KV_TARANTOOL_USER', 'kv')
 local password = env('KV_TARANTOOL_PASSWORD', 'kv')
 local max_body_bytes = tonumber(env('KV_MAX_BODY_BYTES', '1048576'))
+local memtx_memory = env('KV_TARANTOOL_MEMTX_MEMORY', nil)
 
 if max_body_bytes == nil or max_body_bytes < 1 then
     error('KV_MAX_BODY_BYTES must be a whole number of bytes above 0', 0)
+end
+if memtx_memory ~= nil then
+    memtx_memory = tonumber(memtx_memory)
+    if memtx_memory == nil or memtx_memory < 1 then
+        error('KV_TARANTOOL_MEMTX_MEMORY must be a whole number of bytes', 0)
+    end
 end
 -- The space name is also the prefix of the function names, which IPROTO CALL resolves as a
 -- Lua path: keep it a plain identifier.
@@ -60,15 +68,33 @@ end
 -- Four times the body limit, plus room for the key (1024 bytes) and the tuple's header.
 local max_tuple_size = math.max(1024 * 1024, max_body_bytes * 4 + 64 * 1024)
 
--- Recover and set up the schema first, listen last: a client that gets a connection finds
--- the space, the user and the functions ready.
-box.cfg{
+local major, minor = _TARANTOOL:match('^(%d+)%.(%d+)')
+local version = tonumber(major) * 100 + tonumber(minor)
+
+local cfg = {
     work_dir = work_dir,
     -- A write is acknowledged once it is in the WAL file (written, not fsynced): it survives
     -- a crash of this process (kill -9), not a crash of the OS or a power loss.
     wal_mode = 'write',
     memtx_max_tuple_size = max_tuple_size,
+    memtx_memory = memtx_memory,
 }
+if version >= 210 then
+    -- malloc under the memtx quota: freed memory is free for tuples of any size again (2.10+).
+    cfg.memtx_allocator = 'system'
+else
+    -- Tarantool 2.6's slab allocator takes a whole 16 MiB slab for each size class of tuples
+    -- above ~64 KiB and keeps one per class even once every tuple in it is freed. Its default
+    -- factor, 1.05, makes ~57 such classes between 64 KiB and 1 MiB: values of varied sizes
+    -- filled 256 MiB with 14 tuples, and after they were deleted, writes of 100 KB and more
+    -- failed until a restart (issue 20, item 3). With 2, five classes; the cost is up to 50%
+    -- slack in a tuple's slot (about 25% on average) above 256 bytes.
+    cfg.slab_alloc_factor = 2
+end
+
+-- Recover and set up the schema first, listen last: a client that gets a connection finds
+-- the space, the user and the functions ready.
+box.cfg(cfg)
 
 -- --- the schema --------------------------------------------------------------------------
 
@@ -282,6 +308,33 @@ local function watch(epoch, cursor, wait)
     return {'changes', seq, changes}
 end
 
+-- --- memory ------------------------------------------------------------------------------
+--
+-- A tuple that Lua code has read (every write reads the record it replaces or deletes) is
+-- freed only once Lua's garbage collector drops that reference, which may be long after the
+-- tuple left the space: after many deletes, memory that is free to the eye can still be
+-- held, and a write fail for want of it. So a write that fails for memory collects Lua's
+-- garbage (a few ms) and is tried once more, when some tuple has left the space since the
+-- last collection; a Tarantool that is really full still answers at once.
+
+local released = 0
+
+local function release()
+    released = released + 1
+end
+
+local function collect_for_memory(err)
+    -- 2.6 raises OutOfMemory (without a code) when the memtx quota is spent.
+    local memory = type(err) == 'cdata'
+        and (err.type == 'OutOfMemory' or err.code == box.error.MEMORY_ISSUE)
+    if not memory or released == 0 then
+        return false
+    end
+    released = 0
+    collectgarbage('collect')
+    return true
+end
+
 local function truncate(changes, count)
     for j = #changes, count + 1, -1 do
         changes[j] = nil
@@ -310,11 +363,15 @@ local function live(key, now)
     return current
 end
 
-local function write(changes, key, value, revision, expires_at, dead)
+-- `replacing`: whether a record (live or `dead`) is there, which this write frees.
+local function write(changes, key, value, revision, expires_at, dead, replacing)
     if dead ~= nil then
         changes[#changes + 1] = delete_change(dead, true)
     end
     space:replace(tuple_of(key, value, revision, expires_at))
+    if replacing or dead ~= nil then
+        release()
+    end
     changes[#changes + 1] = put_change(key, revision, value, expires_at)
     return true, revision, expires_at
 end
@@ -342,13 +399,13 @@ local function replace(changes, now, key, value, expected, ttl)
     if not ok then
         return false, current and current[REVISION]
     end
-    return write(changes, key, value, current[REVISION] + 1, expiry_of(ttl, now))
+    return write(changes, key, value, current[REVISION] + 1, expiry_of(ttl, now), nil, true)
 end
 
 local function upsert(changes, now, key, value, ttl)
     local current, dead = live(key, now)
     local revision = current == nil and 1 or current[REVISION] + 1
-    return write(changes, key, value, revision, expiry_of(ttl, now), dead)
+    return write(changes, key, value, revision, expiry_of(ttl, now), dead, current ~= nil)
 end
 
 local function delete(changes, now, key, expected)
@@ -357,6 +414,7 @@ local function delete(changes, now, key, expected)
         return false, current and current[REVISION]
     end
     space:delete(key)
+    release()
     changes[#changes + 1] = delete_change(current, false)
     return true, current[REVISION]
 end
@@ -403,10 +461,14 @@ local function batch(ops)
             else
                 local count = #changes
                 local ok, applied, revision, expires_at = pcall(run, changes, now, op)
+                -- A failed statement was rolled back; so is its part of the feed.
+                if not ok and collect_for_memory(applied) then
+                    truncate(changes, count)
+                    ok, applied, revision, expires_at = pcall(run, changes, now, op)
+                end
                 if ok then
                     answers[i] = {applied, revision or NULL, expires_at or NULL}
                 else
-                    -- The statement was rolled back; so is its part of the feed.
                     truncate(changes, count)
                     answers[i] = tostring(applied)
                 end
@@ -512,10 +574,11 @@ local function transact(ops)
                 results[i] = {revision, expires_at or NULL}
             elseif code == T_PUT then
                 local _, revision, expires_at = write(
-                    changes, key, op[3], current[REVISION] + 1, expiry_of(op[5], now))
+                    changes, key, op[3], current[REVISION] + 1, expiry_of(op[5], now), nil, true)
                 results[i] = {revision, expires_at or NULL}
             elseif code == T_DELETE then
                 space:delete(key)
+                release()
                 changes[#changes + 1] = delete_change(current, false)
                 results[i] = current[REVISION]
             elseif code == T_GET then
@@ -529,8 +592,17 @@ local function transact(ops)
     changes = begin()
     local ok, err = pcall(apply)
     if not ok then
+        -- Nothing yields in between: the records checked above are still as they were.
         box.rollback()
-        error(err)
+        if not collect_for_memory(err) then
+            error(err)
+        end
+        changes = begin()
+        ok, err = pcall(apply)
+        if not ok then
+            box.rollback()
+            error(err)
+        end
     end
     box.commit()
     return true, results
@@ -561,6 +633,7 @@ local function sweep_batch()
     local changes = begin()
     for _, tuple in ipairs(due) do
         space:delete(tuple[KEY])
+        release()
         changes[#changes + 1] = delete_change(tuple, true)
     end
     box.commit()
@@ -604,6 +677,7 @@ local function clear()
         local changes = begin()
         for _, tuple in ipairs(batch_of) do
             space:delete(tuple[KEY])
+            release()
             changes[#changes + 1] = delete_change(tuple, is_expired(tuple, now))
         end
         box.commit()

@@ -104,17 +104,19 @@ local FORMAT = {
     {name = 'revision', type = 'unsigned'},
     -- Milliseconds since the Unix epoch by this instance's clock; absent for no expiry.
     {name = 'expires_at', type = 'unsigned', is_nullable = true},
+    -- How many more parts of the value are in `<space>_parts` (see "values in parts").
+    {name = 'parts', type = 'unsigned', is_nullable = true},
 }
-local KEY, VALUE, REVISION, EXPIRES_AT = 1, 2, 3, 4
+local KEY, VALUE, REVISION, EXPIRES_AT, PARTS = 1, 2, 3, 4, 5
 
 local space = box.space[space_name]
 if space == nil then
     space = box.schema.space.create(space_name, {format = FORMAT})
 elseif #space:format() < #FORMAT then
-    -- Written by the previous init.lua, as {key, value, revision}: adding a trailing nullable
-    -- field changes no tuple (a missing field reads as null), so the upgrade is a schema
+    -- Written by the previous init.lua, as {key, value, revision}: adding trailing nullable
+    -- fields changes no tuple (a missing field reads as null), so the upgrade is a schema
     -- change in place, done once.
-    log.info('kv: adding expires_at to space %s', space_name)
+    log.info('kv: adding expires_at and parts to space %s', space_name)
     space:format(FORMAT)
 end
 space:create_index('primary', {
@@ -134,6 +136,22 @@ space:create_index('expiry', {
 })
 local expiry = space.index.expiry
 
+-- The values' further parts: {key, n, bytes}, n from 1.
+local parts_name = space_name .. '_parts'
+local parts = box.schema.space.create(parts_name, {
+    if_not_exists = true,
+    format = {
+        {name = 'key', type = 'string'},
+        {name = 'n', type = 'unsigned'},
+        {name = 'bytes', type = 'string'},
+    },
+})
+parts:create_index('primary', {
+    if_not_exists = true,
+    type = 'TREE',
+    parts = {{1, 'string'}, {2, 'unsigned'}},
+})
+
 -- --- time --------------------------------------------------------------------------------
 
 -- Milliseconds since the Unix epoch. Each function reads it once, so everything one call
@@ -147,13 +165,6 @@ local function is_expired(tuple, now)
     -- A tuple of the old layout has no 4th field (nil); a record without expiry stores none
     -- either, but a null read back from MessagePack is box.NULL, which equals nil.
     return expires_at ~= nil and expires_at <= now
-end
-
-local function tuple_of(key, value, revision, expires_at)
-    if expires_at == nil then
-        return {key, value, revision}
-    end
-    return {key, value, revision, expires_at}
 end
 
 local function expiry_of(ttl, now)
@@ -341,6 +352,72 @@ local function truncate(changes, count)
     end
 end
 
+-- --- values in parts --------------------------------------------------------------------
+--
+-- A value longer than PART_BYTES keeps its first PART_BYTES in the record and the rest in
+-- `<space>_parts`, PART_BYTES a tuple, the record's `parts` field saying how many. Why: on
+-- 2.6 a tuple over ~1 MiB is not cut from slabs but malloc'ed under the same quota, and the
+-- quota the slab arena has once taken it never gives back, so after memtx had been full of
+-- small records, such a tuple could never be stored again (issue 20, item 3). No tuple is
+-- now longer than PART_BYTES and a key: it fits the slab class of 528 KiB. Reading such a
+-- value joins its parts (a copy of it); records of the common sizes are untouched.
+
+local PART_BYTES = 510 * 1024
+
+local function value_of(tuple)
+    local count = tuple[PARTS]
+    if count == nil then
+        return tuple[VALUE]
+    end
+    local key = tuple[KEY]
+    local pieces = {tuple[VALUE]}
+    for n = 1, count do
+        pieces[n + 1] = parts:get({key, n})[3]
+    end
+    return table.concat(pieces)
+end
+
+local function drop_parts(tuple)
+    local count = tuple[PARTS]
+    if count ~= nil then
+        local key = tuple[KEY]
+        for n = 1, count do
+            parts:delete({key, n})
+        end
+    end
+end
+
+-- Stores the record (the key's earlier record, if any, had its parts dropped).
+local function store(key, value, revision, expires_at)
+    if #value > max_tuple_size then
+        -- No tuple reaches memtx_max_tuple_size any more: the limit is kept here.
+        error(string.format('a value of %d bytes is longer than %d, the most this instance '
+            .. 'stores (4 x KV_MAX_BODY_BYTES + 64 KiB)', #value, max_tuple_size), 0)
+    end
+    if #value <= PART_BYTES then
+        if expires_at == nil then
+            space:replace({key, value, revision})
+        else
+            space:replace({key, value, revision, expires_at})
+        end
+        return
+    end
+    local count = 0
+    for offset = PART_BYTES + 1, #value, PART_BYTES do
+        count = count + 1
+        parts:replace({key, count, value:sub(offset, offset + PART_BYTES - 1)})
+    end
+    local head = value:sub(1, PART_BYTES)
+    space:replace({key, head, revision, expires_at == nil and box.NULL or expires_at, count})
+end
+
+-- Removes a record and its parts.
+local function remove(tuple)
+    drop_parts(tuple)
+    space:delete(tuple[KEY])
+    release()
+end
+
 -- --- single-key operations ---------------------------------------------------------------
 --
 -- Each is atomic: memtx runs a function without yielding between the `get` and the write
@@ -363,15 +440,16 @@ local function live(key, now)
     return current
 end
 
--- `replacing`: whether a record (live or `dead`) is there, which this write frees.
-local function write(changes, key, value, revision, expires_at, dead, replacing)
-    if dead ~= nil then
-        changes[#changes + 1] = delete_change(dead, true)
-    end
-    space:replace(tuple_of(key, value, revision, expires_at))
-    if replacing or dead ~= nil then
+-- Writes the record over `old` (the key's record, or nil); `expired`: `old` had expired.
+local function write(changes, key, value, revision, expires_at, old, expired)
+    if old ~= nil then
+        if expired then
+            changes[#changes + 1] = delete_change(old, true)
+        end
+        drop_parts(old)
         release()
     end
+    store(key, value, revision, expires_at)
     changes[#changes + 1] = put_change(key, revision, value, expires_at)
     return true, revision, expires_at
 end
@@ -381,7 +459,7 @@ local function create(changes, now, key, value, ttl)
     if current ~= nil then
         return false, current[REVISION]
     end
-    return write(changes, key, value, 1, expiry_of(ttl, now), dead)
+    return write(changes, key, value, 1, expiry_of(ttl, now), dead, true)
 end
 
 -- Whether `key` is present and, when `expected` is given (an If-Match revision; absent or
@@ -399,13 +477,13 @@ local function replace(changes, now, key, value, expected, ttl)
     if not ok then
         return false, current and current[REVISION]
     end
-    return write(changes, key, value, current[REVISION] + 1, expiry_of(ttl, now), nil, true)
+    return write(changes, key, value, current[REVISION] + 1, expiry_of(ttl, now), current)
 end
 
 local function upsert(changes, now, key, value, ttl)
     local current, dead = live(key, now)
     local revision = current == nil and 1 or current[REVISION] + 1
-    return write(changes, key, value, revision, expiry_of(ttl, now), dead, current ~= nil)
+    return write(changes, key, value, revision, expiry_of(ttl, now), current or dead, dead ~= nil)
 end
 
 local function delete(changes, now, key, expected)
@@ -413,8 +491,7 @@ local function delete(changes, now, key, expected)
     if not ok then
         return false, current and current[REVISION]
     end
-    space:delete(key)
-    release()
+    remove(current)
     changes[#changes + 1] = delete_change(current, false)
     return true, current[REVISION]
 end
@@ -450,7 +527,7 @@ local function batch(ops)
         if code == GET then
             local current = live(op[2], now)
             answers[i] = current == nil and NULL
-                or {current[VALUE], current[REVISION], current[EXPIRES_AT] or NULL}
+                or {value_of(current), current[REVISION], current[EXPIRES_AT] or NULL}
         else
             if changes == nil then
                 changes = begin()
@@ -459,17 +536,26 @@ local function batch(ops)
             if run == nil then
                 answers[i] = 'unknown operation ' .. tostring(code)
             else
+                -- An operation that fails is undone (it may have made several statements:
+                -- parts), and so is its part of the feed.
                 local count = #changes
+                local savepoint = box.savepoint()
                 local ok, applied, revision, expires_at = pcall(run, changes, now, op)
-                -- A failed statement was rolled back; so is its part of the feed.
-                if not ok and collect_for_memory(applied) then
+                if not ok then
+                    box.rollback_to_savepoint(savepoint)
                     truncate(changes, count)
-                    ok, applied, revision, expires_at = pcall(run, changes, now, op)
+                    if collect_for_memory(applied) then
+                        savepoint = box.savepoint()
+                        ok, applied, revision, expires_at = pcall(run, changes, now, op)
+                        if not ok then
+                            box.rollback_to_savepoint(savepoint)
+                            truncate(changes, count)
+                        end
+                    end
                 end
                 if ok then
                     answers[i] = {applied, revision or NULL, expires_at or NULL}
                 else
-                    truncate(changes, count)
                     answers[i] = tostring(applied)
                 end
             end
@@ -507,7 +593,7 @@ local function list(prefix, after, limit, values)
             end
             local expires_at = tuple[EXPIRES_AT] or NULL
             if values then
-                entries[#entries + 1] = {key, tuple[REVISION], expires_at, tuple[VALUE]}
+                entries[#entries + 1] = {key, tuple[REVISION], expires_at, value_of(tuple)}
             else
                 entries[#entries + 1] = {key, tuple[REVISION], expires_at}
             end
@@ -570,20 +656,19 @@ local function transact(ops)
             local code, key, current = op[1], op[2], found[i]
             if code == T_CREATE then
                 local _, revision, expires_at = write(
-                    changes, key, op[3], 1, expiry_of(op[5], now), dead[i])
+                    changes, key, op[3], 1, expiry_of(op[5], now), dead[i], true)
                 results[i] = {revision, expires_at or NULL}
             elseif code == T_PUT then
                 local _, revision, expires_at = write(
-                    changes, key, op[3], current[REVISION] + 1, expiry_of(op[5], now), nil, true)
+                    changes, key, op[3], current[REVISION] + 1, expiry_of(op[5], now), current)
                 results[i] = {revision, expires_at or NULL}
             elseif code == T_DELETE then
-                space:delete(key)
-                release()
+                remove(current)
                 changes[#changes + 1] = delete_change(current, false)
                 results[i] = current[REVISION]
             elseif code == T_GET then
                 results[i] = current == nil and NULL
-                    or {current[VALUE], current[REVISION], current[EXPIRES_AT] or NULL}
+                    or {value_of(current), current[REVISION], current[EXPIRES_AT] or NULL}
             else
                 results[i] = current == nil and NULL or current[REVISION]
             end
@@ -632,8 +717,7 @@ local function sweep_batch()
     end
     local changes = begin()
     for _, tuple in ipairs(due) do
-        space:delete(tuple[KEY])
-        release()
+        remove(tuple)
         changes[#changes + 1] = delete_change(tuple, true)
     end
     box.commit()
@@ -676,8 +760,7 @@ local function clear()
         end
         local changes = begin()
         for _, tuple in ipairs(batch_of) do
-            space:delete(tuple[KEY])
-            release()
+            remove(tuple)
             changes[#changes + 1] = delete_change(tuple, is_expired(tuple, now))
         end
         box.commit()
@@ -700,6 +783,7 @@ box.schema.user.create(user, {password = password, if_not_exists = true})
 box.schema.user.passwd(user, password)
 -- Least privilege: this space and these functions, nothing on the universe.
 box.schema.user.grant(user, 'read,write', 'space', space_name, {if_not_exists = true})
+box.schema.user.grant(user, 'read,write', 'space', parts_name, {if_not_exists = true})
 for suffix, spec in pairs(functions) do
     local name = space_name .. '_' .. suffix
     rawset(_G, name, spec[1])

@@ -49,8 +49,9 @@ def stored(backend: str, repository: Repository) -> Stored:
 
 
 def _tarantool_stored(repository: Repository) -> Stored:
-    """Every tuple of the space under a prefix, expired or not: read on a connection of its
-    own (as the kv user, who may read the space), by the primary index from the prefix."""
+    """Every key under a prefix that has a tuple in kv's spaces, expired or not: read on a
+    connection of its own (as the kv user, who may read them), by primary index from the
+    prefix."""
     address = repository._address  # type: ignore[attr-defined]
     space = repository._space  # type: ignore[attr-defined]
 
@@ -68,9 +69,13 @@ def _tarantool_stored(repository: Repository) -> Stored:
             await connection.connect()  # fetches the schema: the space by its name
         try:
             # The prefix's keys come first from it on; a test stores far fewer than this.
-            found = await connection.select(space, (prefix,), iterator="GE", limit=10_000)
+            found = [
+                row[0]
+                for name in (space, f"{space}_parts")  # the records, and long values' parts
+                for row in await connection.select(name, (prefix,), iterator="GE", limit=10_000)
+            ]
         finally:
             await connection.disconnect()
-        return sorted(key for key, *_ in found if key.startswith(prefix))
+        return sorted({key for key in found if key.startswith(prefix)})
 
     return in_tarantool

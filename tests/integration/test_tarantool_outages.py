@@ -183,6 +183,32 @@ async def test_a_write_tarantool_refuses_is_a_503_that_tells_nothing_of_tarantoo
         server.stop()
 
 
+async def test_tarantools_own_words_for_a_refused_write_are_in_the_error_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 20, item 16: the 503 says nothing of Tarantool's internals, the log says all."""
+    server = TarantoolServer(tmp_path, env={"KV_TARANTOOL_MEMTX_MEMORY": str(64 * 1024 * 1024)})
+    server.start()
+    try:
+        async with service(server) as client:
+            value = "x" * 900_000
+            for i in range(200):  # ~30 fit
+                response = await client.post("/kv", json={"key": f"fill/{i}", "value": value})
+                if response.status_code != 200:
+                    break
+            else:
+                pytest.fail("Tarantool's memory never filled")
+            assert response.status_code == 503
+            assert "allocate" not in response.text
+            log = capsys.readouterr().err
+            (line,) = [line for line in log.splitlines() if "ERROR" in line]
+            assert "backend unavailable" in line
+            # Tarantool's own message, from the exception chained to the logged error.
+            assert "Failed to allocate" in log and "memtx_tuple" in log
+    finally:
+        server.stop()
+
+
 async def test_a_missing_space_is_a_start_up_error_naming_the_instance_file(
     tarantool_server: TarantoolServer, capsys: pytest.CaptureFixture[str]
 ) -> None:

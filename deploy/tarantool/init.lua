@@ -10,6 +10,7 @@
 --   KV_TARANTOOL_PASSWORD      its password, set again at every start               (kv)
 --   KV_MAX_BODY_BYTES          the service's body limit, to size tuples             (1048576)
 --   KV_TARANTOOL_MEMTX_MEMORY  bytes of memory for records (box.cfg.memtx_memory)   (Tarantool's: 256 MiB)
+--   KV_TARANTOOL_FEED_CHANGES  changes the change feed keeps for kv processes        (100000)
 --
 -- Written for Tarantool 2.6 and later (2.11 and 3.x run it as a script too): only box.cfg,
 -- box.schema.* with if_not_exists, and space methods that have not changed since 2.x.
@@ -44,9 +45,13 @@ local user = env('KV_TARANTOOL_USER', 'kv')
 local password = env('KV_TARANTOOL_PASSWORD', 'kv')
 local max_body_bytes = tonumber(env('KV_MAX_BODY_BYTES', '1048576'))
 local memtx_memory = env('KV_TARANTOOL_MEMTX_MEMORY', nil)
+local feed_changes = tonumber(env('KV_TARANTOOL_FEED_CHANGES', '100000'))
 
 if max_body_bytes == nil or max_body_bytes < 1 then
     error('KV_MAX_BODY_BYTES must be a whole number of bytes above 0', 0)
+end
+if feed_changes == nil or feed_changes < 1 then
+    error('KV_TARANTOOL_FEED_CHANGES must be a whole number above 0', 0)
 end
 if memtx_memory ~= nil then
     memtx_memory = tonumber(memtx_memory)
@@ -188,7 +193,7 @@ end
 -- idle instance holds no values twice); the next poll then finds a gap, and a cursor from
 -- before it is lost.
 
-local FEED_ENTRIES = 100000
+local FEED_ENTRIES = feed_changes
 local FEED_BYTES = 64 * 1024 * 1024
 local LEASE_SECONDS = 60
 local MAX_WAIT_SECONDS = 10

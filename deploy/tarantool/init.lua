@@ -131,13 +131,17 @@ space:create_index('primary', {
     -- UTF-8 bytes, as the contract says.
     parts = {{KEY, 'string'}},
 })
--- Every record is in it (Tarantool 2.6 has no exclude_null), records without expiry first,
--- as nulls sort before any number: the sweeper starts at 0, past them.
+-- Records without expiry are in it too before 2.8 (no exclude_null), first, as nulls sort
+-- before any number: the sweeper starts at 0, past them.
+local expiry_part = {EXPIRES_AT, 'unsigned', is_nullable = true}
+if version >= 208 then
+    expiry_part.exclude_null = true
+end
 space:create_index('expiry', {
     if_not_exists = true,
     type = 'TREE',
     unique = false,
-    parts = {{EXPIRES_AT, 'unsigned', is_nullable = true}},
+    parts = {expiry_part},
 })
 local expiry = space.index.expiry
 
@@ -156,6 +160,14 @@ parts:create_index('primary', {
     type = 'TREE',
     parts = {{1, 'string'}, {2, 'unsigned'}},
 })
+
+-- One tuple, written when a feed subscribes while nobody listened (see "the change feed").
+local sync_name = space_name .. '_sync'
+local sync = box.schema.space.create(sync_name, {
+    if_not_exists = true,
+    format = {{name = 'id', type = 'unsigned'}, {name = 'n', type = 'unsigned'}},
+})
+sync:create_index('primary', {if_not_exists = true, parts = {{1, 'unsigned'}}})
 
 -- --- time --------------------------------------------------------------------------------
 
@@ -189,9 +201,11 @@ end
 --
 -- Changes are taken from box.on_commit: triggers run in the order transactions reach the
 -- WAL, which is the order in which changes to one key were made; a transaction that fails
--- to commit publishes nothing. While no kv has polled for LEASE_SECONDS, nothing is kept (an
--- idle instance holds no values twice); the next poll then finds a gap, and a cursor from
--- before it is lost.
+-- to commit publishes nothing. While no kv has polled for LEASE_SECONDS, nobody listens:
+-- transactions note nothing (a write costs nothing more), and the next poll finds a gap: a
+-- cursor from before it is lost. A new subscriber while nobody listened first waits for
+-- one WAL write of its own, so that every transaction begun unheard has committed before
+-- its cursor is taken (nothing yields between a transaction's begin and its commit).
 
 local FEED_ENTRIES = feed_changes
 local FEED_BYTES = 64 * 1024 * 1024
@@ -239,12 +253,21 @@ local function append(change)
     end
 end
 
+local NULL = box.NULL
+
+-- `changes` is flat, CHANGE fields a change (see note_put): no table per write is made
+-- while nobody listens.
+local CHANGE = 5
+
 local function publish(changes)
-    if #changes == 0 or fiber.clock() >= feed.listening_until then
-        return
-    end
-    for _, change in ipairs(changes) do
-        append(change)
+    for i = 1, #changes, CHANGE do
+        append({
+            changes[i],
+            changes[i + 1],
+            changes[i + 2] or NULL,
+            changes[i + 3] or NULL,
+            changes[i + 4],
+        })
     end
     feed.cond:broadcast()
 end
@@ -258,21 +281,45 @@ local function publish_safely(changes)
     end
 end
 
--- Opens a transaction whose changes reach the feed when it commits; returns their list.
+-- The changes of a transaction begun while nobody listens: noted nowhere.
+local UNHEARD = {}
+
+-- Opens a transaction whose changes reach the feed when it commits; returns their list, to
+-- which note_put and note_delete add.
 local function begin()
     box.begin()
+    if fiber.clock() >= feed.listening_until then
+        return UNHEARD
+    end
     local changes = {}
     box.on_commit(function() publish_safely(changes) end)
     return changes
 end
 
--- A change as `_watch` sends it: {key, revision, value or null, expires_at or null, expired}.
-local function put_change(key, revision, value, expires_at)
-    return {key, revision, value, expires_at == nil and box.NULL or expires_at, false}
+-- A change as `_watch` sends it: {key, revision, value or null, expires_at or null, expired}
+-- (false stands for null in `changes`, which must have no holes).
+local function note_put(changes, key, revision, value, expires_at)
+    if changes == UNHEARD then
+        return
+    end
+    local n = #changes
+    changes[n + 1] = key
+    changes[n + 2] = revision
+    changes[n + 3] = value
+    changes[n + 4] = expires_at or false
+    changes[n + 5] = false
 end
 
-local function delete_change(tuple, expired)
-    return {tuple[KEY], tuple[REVISION], box.NULL, box.NULL, expired}
+local function note_delete(changes, tuple, expired)
+    if changes == UNHEARD then
+        return
+    end
+    local n = #changes
+    changes[n + 1] = tuple[KEY]
+    changes[n + 2] = tuple[REVISION]
+    changes[n + 3] = false
+    changes[n + 4] = false
+    changes[n + 5] = expired
 end
 
 -- Nothing was kept while nobody listened: no cursor from before now can go on.
@@ -290,11 +337,17 @@ end
 -- one (an empty list when none came), or {'lost'} when some of them are no longer kept.
 local function watch(epoch, cursor, wait)
     local now = fiber.clock()
-    if now >= feed.listening_until then
+    local unheard = now >= feed.listening_until
+    if unheard then
         gap()
     end
     feed.listening_until = now + LEASE_SECONDS
     if epoch == nil then
+        if unheard then
+            -- Transactions begun before now note nothing; the WAL commits in order, so once
+            -- this write is in it, they are all committed.
+            sync:replace({1, feed.last})
+        end
         return {'subscribed', feed.epoch, feed.last}
     end
     if epoch ~= feed.epoch or cursor > feed.last then
@@ -392,19 +445,23 @@ local function drop_parts(tuple)
     end
 end
 
--- Stores the record (the key's earlier record, if any, had its parts dropped).
-local function store(key, value, revision, expires_at)
-    if #value > max_tuple_size then
-        -- No tuple reaches memtx_max_tuple_size any more: the limit is kept here.
-        error(string.format('a value of %d bytes is longer than %d, the most this instance '
-            .. 'stores (4 x KV_MAX_BODY_BYTES + 64 KiB)', #value, max_tuple_size), 0)
+-- Runs fn(...) so that if it fails, none of the statements it made stays: a failed statement
+-- undoes only itself, and these make several.
+local function as_one(fn, ...)
+    local savepoint = box.savepoint()
+    local ok, err = pcall(fn, ...)
+    if not ok then
+        box.rollback_to_savepoint(savepoint)
+        error(err, 0)
+    end
+end
+
+local function store_in_parts(key, value, revision, expires_at, old)
+    if old ~= nil then
+        drop_parts(old)
     end
     if #value <= PART_BYTES then
-        if expires_at == nil then
-            space:replace({key, value, revision})
-        else
-            space:replace({key, value, revision, expires_at})
-        end
+        space:replace({key, value, revision, expires_at or NULL})
         return
     end
     local count = 0
@@ -412,14 +469,37 @@ local function store(key, value, revision, expires_at)
         count = count + 1
         parts:replace({key, count, value:sub(offset, offset + PART_BYTES - 1)})
     end
-    local head = value:sub(1, PART_BYTES)
-    space:replace({key, head, revision, expires_at == nil and box.NULL or expires_at, count})
+    space:replace({key, value:sub(1, PART_BYTES), revision, expires_at or NULL, count})
+end
+
+-- Stores the record over `old` (the key's record, or nil).
+local function store(key, value, revision, expires_at, old)
+    if #value > max_tuple_size then
+        -- No tuple reaches memtx_max_tuple_size any more: the limit is kept here.
+        error(string.format('a value of %d bytes is longer than %d, the most this instance '
+            .. 'stores (4 x KV_MAX_BODY_BYTES + 64 KiB)', #value, max_tuple_size), 0)
+    end
+    if #value > PART_BYTES or (old ~= nil and old[PARTS] ~= nil) then
+        as_one(store_in_parts, key, value, revision, expires_at, old)
+    elseif expires_at == nil then
+        space:replace({key, value, revision})
+    else
+        space:replace({key, value, revision, expires_at})
+    end
+end
+
+local function remove_in_parts(tuple)
+    drop_parts(tuple)
+    space:delete(tuple[KEY])
 end
 
 -- Removes a record and its parts.
 local function remove(tuple)
-    drop_parts(tuple)
-    space:delete(tuple[KEY])
+    if tuple[PARTS] ~= nil then
+        as_one(remove_in_parts, tuple)
+    else
+        space:delete(tuple[KEY])
+    end
     release()
 end
 
@@ -449,13 +529,12 @@ end
 local function write(changes, key, value, revision, expires_at, old, expired)
     if old ~= nil then
         if expired then
-            changes[#changes + 1] = delete_change(old, true)
+            note_delete(changes, old, true)
         end
-        drop_parts(old)
         release()
     end
-    store(key, value, revision, expires_at)
-    changes[#changes + 1] = put_change(key, revision, value, expires_at)
+    store(key, value, revision, expires_at, old)
+    note_put(changes, key, revision, value, expires_at)
     return true, revision, expires_at
 end
 
@@ -497,7 +576,7 @@ local function delete(changes, now, key, expected)
         return false, current and current[REVISION]
     end
     remove(current)
-    changes[#changes + 1] = delete_change(current, false)
+    note_delete(changes, current, false)
     return true, current[REVISION]
 end
 
@@ -521,7 +600,6 @@ local writes = {
     [3] = function(changes, now, op) return upsert(changes, now, op[2], op[3], op[4]) end,
     [4] = function(changes, now, op) return delete(changes, now, op[2], op[3]) end,
 }
-local NULL = box.NULL
 
 local function batch(ops)
     local now = now_ms()
@@ -541,19 +619,15 @@ local function batch(ops)
             if run == nil then
                 answers[i] = 'unknown operation ' .. tostring(code)
             else
-                -- An operation that fails is undone (it may have made several statements:
-                -- parts), and so is its part of the feed.
+                -- An operation that fails has changed nothing (see as_one); its part of the
+                -- feed goes too.
                 local count = #changes
-                local savepoint = box.savepoint()
                 local ok, applied, revision, expires_at = pcall(run, changes, now, op)
                 if not ok then
-                    box.rollback_to_savepoint(savepoint)
                     truncate(changes, count)
                     if collect_for_memory(applied) then
-                        savepoint = box.savepoint()
                         ok, applied, revision, expires_at = pcall(run, changes, now, op)
                         if not ok then
-                            box.rollback_to_savepoint(savepoint)
                             truncate(changes, count)
                         end
                     end
@@ -669,7 +743,7 @@ local function transact(ops)
                 results[i] = {revision, expires_at or NULL}
             elseif code == T_DELETE then
                 remove(current)
-                changes[#changes + 1] = delete_change(current, false)
+                note_delete(changes, current, false)
                 results[i] = current[REVISION]
             elseif code == T_GET then
                 results[i] = current == nil and NULL
@@ -723,7 +797,7 @@ local function sweep_batch()
     local changes = begin()
     for _, tuple in ipairs(due) do
         remove(tuple)
-        changes[#changes + 1] = delete_change(tuple, true)
+        note_delete(changes, tuple, true)
     end
     box.commit()
     return #due
@@ -766,7 +840,7 @@ local function clear()
         local changes = begin()
         for _, tuple in ipairs(batch_of) do
             remove(tuple)
-            changes[#changes + 1] = delete_change(tuple, is_expired(tuple, now))
+            note_delete(changes, tuple, is_expired(tuple, now))
         end
         box.commit()
     end
@@ -789,6 +863,7 @@ box.schema.user.passwd(user, password)
 -- Least privilege: this space and these functions, nothing on the universe.
 box.schema.user.grant(user, 'read,write', 'space', space_name, {if_not_exists = true})
 box.schema.user.grant(user, 'read,write', 'space', parts_name, {if_not_exists = true})
+box.schema.user.grant(user, 'read,write', 'space', sync_name, {if_not_exists = true})
 for suffix, spec in pairs(functions) do
     local name = space_name .. '_' .. suffix
     rawset(_G, name, spec[1])

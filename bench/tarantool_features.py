@@ -3,11 +3,12 @@
 
     .venv/bin/python bench/tarantool_features.py                  # everything (~5 minutes)
     .venv/bin/python bench/tarantool_features.py --only page,writes --keys 100000
-    options: [--only page,writes,txn,expiry] [--keys 1000000] [--rounds 5] [--duration 3]
+    options: [--only page,writes,txn,expiry] [--keys 1000000] [--rounds 21] [--duration 1]
 
 - page: a 100-key page (keys only, and with values) from 10,000 keys, then from `--keys`;
 - writes: create + replace throughput and Tarantool's CPU per write, this branch's adapter
-  and init.lua against `main`'s (taken with `git show main:...`), in alternating rounds;
+  and init.lua against `main`'s (taken with `git show main:...`), in alternating rounds,
+  compared round by round;
 - txn: a 10-operation transaction against 10 replaces, one after another and all at once;
 - expiry: gets' latency while 100,000 keys with a 1 s ttl expire at once, against without,
   how soon they are all deleted, and how late watchers hear of them.
@@ -241,24 +242,29 @@ async def bench_writes(directory: Path, rounds: int, seconds: float) -> None:
             instance.stop()
     print(f"\n## Writes: create + replace, 64 concurrent workers, {rounds} alternating rounds\n")
     print(
-        "| adapter and init.lua | writes/s, median (ratio) | best round (ratio) "
-        "| CPU µs/write, Tarantool | CPU µs/write, adapter |"
+        "| adapter and init.lua | writes/s, median | against main in the same round: "
+        "writes/s | CPU/write in Tarantool | CPU/write in the adapter |"
     )
     print("|---|---|---|---|---|")
 
-    def column(name: str, i: int, pick: Callable[[list[float]], float]) -> float:
-        return pick([round_[i] for round_ in results[name]])
-
-    for name in results:
-        rate, best = column(name, 0, statistics.median), column(name, 0, max)
-        tarantool, adapter = column(name, 1, min), column(name, 2, min)
-        print(
-            f"| {name} | {rate:,.0f} ({rate / column('main', 0, statistics.median):.3f}) "
-            f"| {best:,.0f} ({best / column('main', 0, max):.3f}) "
-            f"| {tarantool:.1f} ({tarantool / column('main', 1, min):.2f}) "
-            f"| {adapter:.1f} ({adapter / column('main', 2, min):.2f}) |"
+    def paired(name: str, i: int) -> str:
+        """The median, over rounds, of `name`'s figure over main's in the same round, and the
+        middle half of those ratios: adjacent runs share the machine's other load."""
+        ratios = sorted(
+            mine[i] / theirs[i] for mine, theirs in zip(results[name], results["main"], strict=True)
         )
-    print("\n(CPU per write: the least of the rounds, the one least disturbed by other load.)")
+        low, high = ratios[len(ratios) // 4], ratios[(3 * len(ratios)) // 4]
+        return f"{statistics.median(ratios):.3f} ({low:.2f}-{high:.2f})"
+
+    for name, rounds_ in results.items():
+        rate = statistics.median(round_[0] for round_ in rounds_)
+        tarantool = statistics.median(round_[1] for round_ in rounds_)
+        adapter = statistics.median(round_[2] for round_ in rounds_)
+        print(
+            f"| {name} | {rate:,.0f} | {paired(name, 0)} | {tarantool:.1f} µs, "
+            f"{paired(name, 1)} | {adapter:.1f} µs, {paired(name, 2)} |"
+        )
+    print("\n(ratios: the median of the rounds' ratios, and their middle half in brackets.)")
 
 
 # --- (c) transactions ---------------------------------------------------------------------
@@ -415,8 +421,10 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", default="page,writes,txn,expiry")
     parser.add_argument("--keys", type=int, default=1_000_000)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--duration", type=float, default=3.0)
+    # Many short rounds: on a machine shared with other load, rounds next to each other share
+    # it, and the ratio of the two is steadier than either figure.
+    parser.add_argument("--rounds", type=int, default=21)
+    parser.add_argument("--duration", type=float, default=1.0)
     args = parser.parse_args()
     only = set(args.only.split(","))
     print(f"{TARANTOOL_VERSION}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
@@ -427,7 +435,7 @@ async def main() -> None:
         if "writes" in only:
             await bench_writes(directory, args.rounds, args.duration)
         if "txn" in only:
-            await bench_txn(directory, args.duration)
+            await bench_txn(directory, max(args.duration, 3.0))
         if "expiry" in only:
             await bench_expiry(directory)
 

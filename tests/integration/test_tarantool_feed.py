@@ -85,3 +85,24 @@ async def test_a_feed_whose_tarantool_stops_raises_storage_unavailable(
         with pytest.raises(StopAsyncIteration):
             await anext(feed)
         server.start()
+
+
+async def test_a_clear_publishes_a_delete_per_key(server: TarantoolServer) -> None:
+    async with opened(server) as repository:
+        keys = [Key(f"clear/{i}") for i in range(3)]
+        for key in keys:
+            await repository.create(key, "1")
+        await repository.replace(keys[1], "2")
+        feed = repository.changes()
+        assert list(await anext(feed)) == []
+        await repository.clear()
+        received: list[Change] = []
+        async with asyncio.timeout(5):
+            while len(received) < len(keys):
+                received += await anext(feed)
+        assert received == [
+            Change(keys[0], 1, None),
+            Change(keys[1], 2, None),
+            Change(keys[2], 1, None),
+        ]
+        await feed.aclose()

@@ -1,5 +1,7 @@
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+import asynctnt
 import pytest
 
 from kv.container import Settings, build_container, start_service, stop_service
@@ -41,4 +43,39 @@ def stored(backend: str, repository: Repository) -> Stored:
             return sorted(keys)
 
         return in_memory
+    if backend == "tarantool":
+        return _tarantool_stored(repository)
     pytest.fail(f"no way yet to look into what {backend} stores")
+
+
+def _tarantool_stored(repository: Repository) -> Stored:
+    """Every key under a prefix that has a tuple in kv's spaces, expired or not: read on a
+    connection of its own (as the kv user, who may read them), by primary index from the
+    prefix."""
+    address = repository._address  # type: ignore[attr-defined]
+    space = repository._space  # type: ignore[attr-defined]
+
+    async def in_tarantool(prefix: str) -> list[str]:
+        connection = asynctnt.Connection(
+            host=address.host,
+            port=address.port,
+            username=address.user,
+            password=address.password,
+            connect_timeout=5.0,
+            request_timeout=5.0,
+            reconnect_timeout=0,
+        )
+        async with asyncio.timeout(5.0):
+            await connection.connect()  # fetches the schema: the space by its name
+        try:
+            # The prefix's keys come first from it on; a test stores far fewer than this.
+            found = [
+                row[0]
+                for name in (space, f"{space}_parts")  # the records, and long values' parts
+                for row in await connection.select(name, (prefix,), iterator="GE", limit=10_000)
+            ]
+        finally:
+            await connection.disconnect()
+        return sorted({key for key in found if key.startswith(prefix)})
+
+    return in_tarantool

@@ -15,10 +15,10 @@ from typing import Any
 import httpx
 import pytest
 
-from kv.adapters.tarantool import TarantoolSetupError, TarantoolUnreachable
+from kv.adapters.tarantool import TarantoolSetupError
 from kv.container import Settings
 from tests.conftest import open_client
-from tests.servers.tarantool import TarantoolServer, free_port
+from tests.servers.tarantool import TarantoolServer
 
 pytestmark = pytest.mark.slow
 
@@ -183,6 +183,32 @@ async def test_a_write_tarantool_refuses_is_a_503_that_tells_nothing_of_tarantoo
         server.stop()
 
 
+async def test_tarantools_own_words_for_a_refused_write_are_in_the_error_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 20, item 16: the 503 says nothing of Tarantool's internals, the log says all."""
+    server = TarantoolServer(tmp_path, env={"KV_TARANTOOL_MEMTX_MEMORY": str(64 * 1024 * 1024)})
+    server.start()
+    try:
+        async with service(server) as client:
+            value = "x" * 900_000
+            for i in range(200):  # ~30 fit
+                response = await client.post("/kv", json={"key": f"fill/{i}", "value": value})
+                if response.status_code != 200:
+                    break
+            else:
+                pytest.fail("Tarantool's memory never filled")
+            assert response.status_code == 503
+            assert "allocate" not in response.text
+            log = capsys.readouterr().err
+            (line,) = [line for line in log.splitlines() if "ERROR" in line]
+            assert "backend unavailable" in line
+            # Tarantool's own message, from the exception chained to the logged error.
+            assert "Failed to allocate" in log and "memtx_tuple" in log
+    finally:
+        server.stop()
+
+
 async def test_a_missing_space_is_a_start_up_error_naming_the_instance_file(
     tarantool_server: TarantoolServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -201,12 +227,41 @@ async def test_wrong_credentials_are_a_start_up_error(tarantool_server: Tarantoo
             pass
 
 
-async def test_an_unreachable_tarantool_fails_the_start_within_the_timeout(
-    tarantool_server: TarantoolServer,
+async def test_a_tarantool_down_at_start_gives_503_until_it_appears(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    url = f"kv:kv@127.0.0.1:{free_port()}"  # nothing listens there
+    server = TarantoolServer(tmp_path)  # its port is chosen, nothing listens there yet
     started = time.monotonic()
-    with pytest.raises(TarantoolUnreachable, match="cannot connect"):
-        async with service(tarantool_server, tarantool_url=url):
-            pass
-    assert time.monotonic() - started < BOUND
+    async with service(server) as client:
+        assert time.monotonic() - started < BOUND  # the app started, waiting only the timeout
+        assert "does not answer" in capsys.readouterr().err  # ... and said why it gives 503
+        for request in (client.get("/kv/k"), client.get("/ready"), client.delete("/kv/k")):
+            assert_unavailable(*await timed(request))
+        assert (await client.get("/health")).status_code == 200
+
+        server.start()
+        try:
+            assert (await eventually(lambda: client.get("/ready"))).status_code == 200
+            assert (await client.post("/kv", json={"key": "k", "value": 1})).status_code == 200
+            assert (await client.get("/kv/k")).json()["revision"] == 1
+        finally:
+            server.stop()
+
+
+async def test_a_tarantool_that_appears_without_kv_set_up_keeps_503_and_says_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A Tarantool whose space has another name than the service's.
+    server = TarantoolServer(tmp_path, env={"KV_TARANTOOL_SPACE": "elsewhere"})
+    async with service(server) as client:
+        server.start()
+        try:
+            deadline = time.monotonic() + RECOVERY_SECONDS
+            while "kv cannot use Tarantool" not in (log := capsys.readouterr().err):
+                assert time.monotonic() < deadline, "the set-up was never checked"
+                await asyncio.sleep(0.1)
+            assert "deploy/tarantool/init.lua" in log
+            assert_unavailable(*await timed(client.get("/ready")))
+            assert_unavailable(*await timed(client.get("/kv/k")))
+        finally:
+            server.stop()

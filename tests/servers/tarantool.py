@@ -33,10 +33,18 @@ def free_port() -> int:
 
 
 class TarantoolServer(ServerProcess):
-    """One `tarantool deploy/tarantool/init.lua` process, restartable on its directory and port."""
+    """One `tarantool deploy/tarantool/init.lua` process (or `instance_file`), restartable on
+    its directory and port."""
 
-    def __init__(self, directory: Path, *, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        instance_file: Path = INSTANCE_FILE,
+    ) -> None:
         self.directory = directory
+        self.instance_file = instance_file
         self.port = free_port()
         self.log = directory / "tarantool.log"
         # The instance sees none of the caller's KV_* variables, only the ones given here.
@@ -69,7 +77,7 @@ class TarantoolServer(ServerProcess):
             )
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [executable, str(INSTANCE_FILE)],
+                [executable, str(self.instance_file)],
                 cwd=self.directory,
                 env=self.env,
                 stdin=subprocess.DEVNULL,

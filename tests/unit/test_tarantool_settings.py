@@ -9,8 +9,11 @@ from kv.container import ConfigError, Settings
 @pytest.mark.parametrize(
     ("url", "expected"),
     [
-        ("127.0.0.1:3301", TarantoolAddress("127.0.0.1", 3301)),
-        ("localhost", TarantoolAddress("localhost", 3301)),
+        # Without a user: init.lua's default user and password.
+        ("127.0.0.1:3301", TarantoolAddress("127.0.0.1", 3301, "kv", "kv")),
+        ("localhost", TarantoolAddress("localhost", 3301, "kv", "kv")),
+        (":secret@db", TarantoolAddress("db", 3301, "kv", "secret")),
+        ("guest@db", TarantoolAddress("db", 3301, "guest", None)),
         ("kv:kv@db:3302", TarantoolAddress("db", 3302, "kv", "kv")),
         ("tarantool://kv:p%40ss%3A@db:3301", TarantoolAddress("db", 3301, "kv", "p@ss:")),
         ("TARANTOOL://admin@[::1]:3301", TarantoolAddress("::1", 3301, "admin", None)),
@@ -31,7 +34,14 @@ def test_urls_that_do_not(url: str) -> None:
 
 def test_the_address_is_shown_without_its_password() -> None:
     assert str(TarantoolAddress.parse("kv:secret@db:3301")) == "kv@db:3301"
-    assert str(TarantoolAddress.parse("[::1]:3301")) == "guest@[::1]:3301"
+    assert str(TarantoolAddress.parse("[::1]:3301")) == "kv@[::1]:3301"
+
+
+def test_kvs_default_url_is_init_luas_default_user() -> None:
+    """KV_TARANTOOL_URL's default, 127.0.0.1:3301, connects as the user init.lua creates by
+    default (tests/integration/test_tarantool_defaults.py runs them together)."""
+    address = TarantoolAddress.parse(Settings().tarantool_url)
+    assert (address.user, address.password) == ("kv", "kv")
 
 
 def test_a_bad_url_is_a_config_error_that_does_not_echo_the_password() -> None:

@@ -4,6 +4,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import asynctnt
 import pytest
 
+from kv.adapters.tarantool import TarantoolAddress
 from kv.container import Settings, build_container, start_service, stop_service
 from kv.domain.ports import Repository
 
@@ -32,7 +33,7 @@ async def repository(settings: Settings) -> AsyncIterator[Repository]:
 
 
 @pytest.fixture
-def stored(backend: str, repository: Repository) -> Stored:
+def stored(backend: str, settings: Settings, repository: Repository) -> Stored:
     """Looks into the backend behind `repository`, under kv's feet (see `Stored`)."""
     if backend == "memory":
 
@@ -44,16 +45,16 @@ def stored(backend: str, repository: Repository) -> Stored:
 
         return in_memory
     if backend == "tarantool":
-        return _tarantool_stored(repository)
+        return _tarantool_stored(settings)
     pytest.fail(f"no way yet to look into what {backend} stores")
 
 
-def _tarantool_stored(repository: Repository) -> Stored:
+def _tarantool_stored(settings: Settings) -> Stored:
     """Every key under a prefix that has a tuple in kv's spaces, expired or not: read on a
     connection of its own (as the kv user, who may read them), by primary index from the
     prefix."""
-    address = repository._address  # type: ignore[attr-defined]
-    space = repository._space  # type: ignore[attr-defined]
+    address = TarantoolAddress.parse(settings.tarantool_url)
+    space = settings.tarantool_space
 
     async def in_tarantool(prefix: str) -> list[str]:
         connection = asynctnt.Connection(

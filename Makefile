@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q
 # Debian packages the tests use: command -> package
-SYSTEM_TOOLS := tarantool:tarantool redis-server:redis-server redis-cli:redis-tools docker-compose:docker-compose chromium:chromium
+SYSTEM_TOOLS := tarantool:tarantool redis-server:redis-server redis-cli:redis-tools docker-compose:docker-compose chromium:chromium chromedriver:chromium-driver
 # The profiles of compose.yaml; each must validate on its own.
 COMPOSE_PROFILES := memory tarantool redis
 

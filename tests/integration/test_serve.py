@@ -28,9 +28,16 @@ class Server:
         self.log = log
 
 
-def start_kv(tmp_path: Path, env: Mapping[str, str], *, command: tuple[str, ...] = ()) -> Server:
-    """`kv serve` (or `command`, given the port as its last argument) on a free port."""
-    port = free_port()
+def start_kv(
+    tmp_path: Path,
+    env: Mapping[str, str],
+    *,
+    command: tuple[str, ...] = (),
+    port: int | None = None,
+) -> Server:
+    """`kv serve` (or `command`, given the port as its last argument) on `port`, by default a
+    free one."""
+    port = port or free_port()
     log = tmp_path / "kv.stderr"
     environ = {**os.environ, "KV_PORT": str(port), **env}
     argv = (

@@ -243,6 +243,7 @@ def components(settings: Settings) -> Schema:
                 service={"const": "kv"},
                 version={"type": "string"},
                 backend={"type": "string"},
+                ui={"type": "string", "description": "The path of the browser interface."},
             ),
             "Health": closed_object(status={"const": "ok"}),
             "Ready": closed_object(status={"const": "ready"}, backend={"type": "string"}),
@@ -279,6 +280,13 @@ def components(settings: Settings) -> Schema:
                     + _KEY_DESCRIPTION
                 ),
                 "schema": ref("schemas", "Key"),
+            },
+            "UiAsset": {
+                "name": "asset",
+                "in": "path",
+                "required": True,
+                "description": "The file's name, as the page refers to it (`app.js`).",
+                "schema": {"type": "string", "minLength": 1, "pattern": "^[^/]+$"},
             },
             "IfMatch": {
                 "name": "If-Match",

@@ -12,6 +12,7 @@ from kv.domain.commands import Create, Delete, Get, Put
 from kv.domain.model import Record, parse_key, parse_ttl
 from kv.entrypoints.problems import BadRequest
 from kv.entrypoints.requests import Call, encode_value, utf8_size
+from kv.entrypoints.ui import UI_PATH
 
 JSON = "application/json"
 
@@ -125,7 +126,9 @@ async def reset(call: Call) -> Response:
 
 async def service_info(call: Call) -> Response:
     backend = call.settings.backend
-    return json_response({"service": "kv", "version": __version__, "backend": backend})
+    return json_response(
+        {"service": "kv", "version": __version__, "backend": backend, "ui": UI_PATH}
+    )
 
 
 async def health(_: Call) -> Response:

@@ -40,6 +40,7 @@ from kv.entrypoints.openapi import document
 from kv.entrypoints.operations import Operation, operations
 from kv.entrypoints.problems import HTTPProblem, MethodNotAllowed, describe, problem_response
 from kv.entrypoints.requests import Call, Stream
+from kv.entrypoints.ui import UiFiles
 from kv.logs import Extra, OperationLog, configure_logging, remove_handlers
 from kv.metrics import Metrics
 
@@ -264,6 +265,7 @@ def create_app(
     app.router.redirect_slashes = False
     app.state.openapi = document(settings, served)
     app.state.docs = docs_page()
+    app.state.ui = UiFiles()
     app.state.metrics = metrics
     return app
 

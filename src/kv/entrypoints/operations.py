@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from starlette.responses import Response
 
 from kv.container import Settings
-from kv.entrypoints import handlers, listing, transactions, watching
+from kv.entrypoints import handlers, listing, transactions, ui, watching
 from kv.entrypoints.requests import Call
 
 Handler = Callable[[Call], Awaitable[Response]]
@@ -143,11 +143,12 @@ def _service(
     ok: Success,
     *,
     errors: tuple[int, ...] = (),
+    parameters: tuple[str, ...] = (),
     enabled: Callable[[Settings], bool] = lambda _: True,
 ) -> Operation:
     """A GET of the service itself: open without a token, not in the operation log."""
     return Operation(name, "GET", path, handler, summary, SERVICE, ok, errors, data=False,
-                     enabled=enabled)  # fmt: skip
+                     parameters=parameters, enabled=enabled)  # fmt: skip
 
 
 def _service_operations() -> list[Operation]:
@@ -195,6 +196,24 @@ def _service_operations() -> list[Operation]:
             handlers.docs,
             "This page: the document rendered by Swagger UI, served offline",
             Success("HTML.", media_types=("text/html",)),
+        ),
+        # The page and its files are open like /docs: they hold no data. The page reads and
+        # writes through the API, with the token when one is set.
+        _service(
+            "ui",
+            ui.UI_PATH,
+            ui.page,
+            "The browser interface: browse, edit and watch the keys",
+            Success("HTML; its scripts call the API.", media_types=("text/html",)),
+        ),
+        _service(
+            "uiFile",
+            ui.UI_PATH + "/{asset}",
+            ui.asset,
+            "A file of the browser interface (a JavaScript module, the style sheet)",
+            Success("The file.", media_types=ui.DOCUMENTED_MEDIA_TYPES),
+            errors=(404,),
+            parameters=("UiAsset",),
         ),
     ]
 

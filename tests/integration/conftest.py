@@ -27,11 +27,12 @@ def backend(request: pytest.FixtureRequest) -> str:
 # --- a real `kv serve` per backend, for the client and CLI suites ------------------------------
 
 # kv.client's suites run on memory too: the contract says what every backend must do.
-CLIENT_BACKENDS = ["memory", "tarantool", "redis"]
+CLIENT_BACKENDS = ["memory", "tarantool", "redis", "redis_cluster"]
 _ADAPTERS: dict[str, type[Any]] = {
     "memory": MemoryRepository,
     "tarantool": TarantoolRepository,
     "redis": RedisRepository,
+    "redis_cluster": RedisRepository,
 }
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from kv.entrypoints.cli import main
 from tests.integration.conftest import LiveKV
-from tests.integration.test_serve import free_port
+from tests.integration.test_serve import free_port, start_kv, stop_kv
 
 Run = Callable[..., tuple[int, str, str]]
 
@@ -171,3 +171,17 @@ def test_watch_usage(kv: Run) -> None:
     assert kv("watch", "p/", "--key", "k")[0] == 2
     nowhere = f"http://127.0.0.1:{free_port()}"
     assert kv("watch", "p/", "--url", nowhere)[0] == 2  # the first connection must succeed
+
+
+def test_the_token_from_kv_auth_token(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = start_kv(tmp_path, {"KV_BACKEND": "memory", "KV_AUTH_TOKEN": "s3cret"})
+    try:
+        monkeypatch.delenv("KV_AUTH_TOKEN", raising=False)
+        assert main(["get", "k", "--url", server.url]) == 2
+        assert "(set KV_AUTH_TOKEN to the server's token)" in capsys.readouterr().err
+        monkeypatch.setenv("KV_AUTH_TOKEN", "s3cret")
+        assert main(["get", "k", "--url", server.url]) == 1  # through: a missing key
+    finally:
+        stop_kv(server)

@@ -1,28 +1,24 @@
-"""`kv check` against `kv serve` on every live backend (tests/integration/conftest.py)."""
+"""`kv check` against `kv serve` on every backend (tests/integration/conftest.py `live_kv`).
+
+`live_kv` names the backend in KV_BACKEND: the Tarantool server's settings do not, and a
+`kv serve` given only them ran on memory."""
 
 import re
-from pathlib import Path
-from typing import Any
 
 import pytest
 
+from kv.client import Client
 from kv.entrypoints.cli import main
-from tests.integration.test_serve import start_kv, stop_kv
+from tests.integration.conftest import LiveKV
 
 
 def test_kv_check_passes_on_the_backend(
-    tmp_path: Path, backend_settings: dict[str, Any], capsys: pytest.CaptureFixture[str]
+    live_kv: LiveKV, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    env = {
-        f"KV_{name.upper()}": str(value).lower() if isinstance(value, bool) else str(value)
-        for name, value in backend_settings.items()
-    }
-    server = start_kv(tmp_path, env)
-    try:
-        assert main(["check", server.url]) == 0, capsys.readouterr().out
-    finally:
-        stop_kv(server)
+    assert main(["check", live_kv.url]) == 0, capsys.readouterr().out
     lines = capsys.readouterr().out.splitlines()
     assert not [line for line in lines if line.startswith("FAIL")]
     summary = re.fullmatch(r"(\d+) passed, 0 failed", lines[-1])
-    assert summary is not None and int(summary.group(1)) >= 20
+    assert summary is not None and int(summary.group(1)) >= 30
+    with Client(live_kv.url) as client:
+        assert list(client.list("kv-check-")) == []  # every scenario cleaned up after itself

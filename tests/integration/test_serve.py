@@ -29,14 +29,10 @@ class Server:
 
 
 def start_kv(
-    tmp_path: Path,
-    env: Mapping[str, str],
-    *,
-    command: tuple[str, ...] = (),
-    port: int | None = None,
+    tmp_path: Path, env: Mapping[str, str], *, command: tuple[str, ...] = (), port: int = 0
 ) -> Server:
-    """`kv serve` (or `command`, given the port as its last argument) on `port`, by default a
-    free one."""
+    """`kv serve` (or `command`, given the port as its last argument) on `port`, else on a
+    free one. The log is appended to, so a server restarted on one directory keeps it all."""
     port = port or free_port()
     log = tmp_path / "kv.stderr"
     environ = {**os.environ, "KV_PORT": str(port), **env}
@@ -47,7 +43,7 @@ def start_kv(
         argv,
         env=environ,
         stdout=subprocess.DEVNULL,
-        stderr=log.open("wb"),
+        stderr=log.open("ab"),
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

@@ -31,7 +31,7 @@ from kv.domain.errors import KeyExists
 from kv.domain.model import Record
 from kv.domain.ports import Repository
 from kv.domain.service import KVService
-from kv.entrypoints.check import item_path
+from kv.domain.watch import WatchHub
 from kv.entrypoints.cli import main
 from kv.entrypoints.http import create_app
 
@@ -137,10 +137,12 @@ class NoOverwriteService(KVService):
 
 
 class WithService:
-    """Hands the app's handlers a service of our choosing over the app's own repository,
-    and remembers that repository so a test can look at what is stored."""
+    """Hands the app's handlers a service of our choosing over the app's own repository and
+    watch hub, and remembers that repository so a test can look at what is stored."""
 
-    def __init__(self, app: ASGIApp, make: Callable[[Repository], KVService] = KVService):
+    def __init__(
+        self, app: ASGIApp, make: Callable[[Repository, WatchHub | None], KVService] = KVService
+    ):
         self.app = app
         self.make = make
         self.repository: Repository | None = None
@@ -148,8 +150,9 @@ class WithService:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             state = scope["state"]
-            self.repository = state["service"].repository
-            scope["state"] = {**state, "service": self.make(state["service"].repository)}
+            service = state["service"]
+            self.repository = service.repository
+            scope["state"] = {**state, "service": self.make(service.repository, service.watches)}
         await self.app(scope, receive, send)
 
 
@@ -315,7 +318,3 @@ def test_check_refuses_a_bad_timeout(timeout: str, capsys: pytest.CaptureFixture
         main(["check", "http://127.0.0.1:1", "--timeout", timeout])
     assert exited.value.code == 2
     assert "--timeout" in capsys.readouterr().err
-
-
-def test_keys_are_percent_encoded_as_one_segment() -> None:
-    assert item_path("/v1", "a/b c%d+é?#") == "/v1/a%2Fb%20c%25d%2B%C3%A9%3F%23"

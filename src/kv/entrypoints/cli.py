@@ -1,5 +1,6 @@
 """`kv serve`: run the service configured from the environment, flags overriding it.
-`kv check URL`: run scenarios against a live server and report each step (see check.py)."""
+`kv check URL`: run scenarios against a live server and report each step (see check.py).
+`kv get|put|create|delete|list|watch|txn`: use a server (see client_commands.py)."""
 
 import argparse
 import os
@@ -11,6 +12,7 @@ from contextlib import contextmanager
 import uvicorn
 
 from kv.container import BACKENDS, ConfigError, Settings
+from kv.entrypoints import client_commands
 from kv.entrypoints.check import DEFAULT_TIMEOUT
 from kv.entrypoints.check import main as run_check_command
 from kv.entrypoints.protocol import UnsupportedUvicorn, protocol_factory
@@ -48,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_TIMEOUT,
         help=f"seconds to wait for each response (default {DEFAULT_TIMEOUT:g})",
     )
+    client_commands.add_commands(commands)
     return parser
 
 
@@ -146,6 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve(args)
     if args.command == "check":
         return check(args)
+    if args.command in client_commands.COMMANDS:
+        return client_commands.run(args)
     return 2  # unreachable: argparse requires a known command
 
 

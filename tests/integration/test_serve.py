@@ -34,6 +34,7 @@ def start_kv(
     """`kv serve` (or `command`, given the port as its last argument) on `port`, else on a
     free one. The log is appended to, so a server restarted on one directory keeps it all."""
     port = port or free_port()
+    tmp_path.mkdir(parents=True, exist_ok=True)
     log = tmp_path / "kv.stderr"
     environ = {**os.environ, "KV_PORT": str(port), **env}
     argv = (

@@ -10,7 +10,7 @@ from kv import __version__
 from kv.domain.commands import Create, Delete, Get, Put
 from kv.domain.model import Record, parse_key
 from kv.entrypoints.problems import BadRequest
-from kv.entrypoints.requests import Call, encode_value, utf8_size
+from kv.entrypoints.requests import Call, utf8_size
 
 JSON = "application/json"
 
@@ -52,11 +52,11 @@ def json_response(content: Any) -> Response:
 
 
 async def create(call: Call) -> Response:
-    data, body = await call.json_object(("key", "value"), ("key", "value"))
-    key = data["key"]
+    fields, value = await call.value_body(("key", "value"), ("key", "value"))
+    key = fields["key"]
     call.key = key if isinstance(key, str) else None
-    command = Create(parse_key(key), encode_value(data["value"], body))
-    call.size = utf8_size(command.value)
+    command = Create(parse_key(key), value)
+    call.size = utf8_size(value)
     return record_response(await call.service.create(command))
 
 
@@ -79,11 +79,11 @@ async def upsert(call: Call) -> Response:
 
 async def _put(call: Call, *, upsert: bool) -> Response:
     key = call.path_key()
-    data, body = await call.json_object(("value", "key"), ("value",))
-    if "key" in data and data["key"] != key:
-        raise BadRequest(f"the body's key {data['key']!r} differs from the key in the path")
-    command = Put(key, encode_value(data["value"], body), call.if_match(), upsert)
-    call.size = utf8_size(command.value)
+    fields, value = await call.value_body(("value", "key"), ("value",))
+    if "key" in fields and fields["key"] != key:
+        raise BadRequest(f"the body's key {fields['key']!r} differs from the key in the path")
+    command = Put(key, value, call.if_match(), upsert)
+    call.size = utf8_size(value)
     return record_response(await call.service.put(command))
 
 

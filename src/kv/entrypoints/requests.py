@@ -1,26 +1,21 @@
 """Reading a request: its body, JSON, key, conditions and query, without building Starlette's
 Request (the hot path's cost) and without leaving the HTTP layer."""
 
-import json
-import math
-import re
 from typing import Any
 from urllib.parse import parse_qsl, unquote_to_bytes
 
-import orjson
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope
 
 from kv.container import Settings
 from kv.domain.commands import ANY_REVISION, Condition
 from kv.domain.errors import InvalidKey
-from kv.domain.model import MAX_VALUE_DEPTH, NO_REVISION, Key, parse_key, validate_value
+from kv.domain.model import NO_REVISION, Key, parse_key
 from kv.domain.service import KVService
+from kv.entrypoints import bodies
+from kv.entrypoints.bodies import parse_json
 from kv.entrypoints.problems import BadRequest, PayloadTooLarge
 
-# orjson reads integers beyond 64 bits as floats; a run of 20+ digits sends the body to the
-# standard library, which keeps them exact.
-_LONG_DIGITS = re.compile(rb"[0-9]{20}")
 _NOT_UTF8 = "the key in the URL is not valid UTF-8"
 
 
@@ -117,24 +112,39 @@ class Call:
     async def body(self) -> bytes:
         """The whole body, refused with 413 as soon as it is known to exceed the limit.
 
-        Counted while it streams in, so a huge body is never held in memory.
+        Counted while it streams in, so a huge body is never held in memory; joined once at
+        the end (appending each chunk to the body so far copied it again and again).
         """
         limit = self.settings.max_body_bytes
         length = self.header(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             raise PayloadTooLarge(limit)
-        body = b""
+        chunks: list[bytes] = []
+        size = 0
         while True:
             message = await self.receive()
             if message["type"] != "http.request":
                 raise ClientDisconnect()
             chunk = message.get("body", b"")
             if chunk:
-                body = body + chunk if body else chunk
-                if len(body) > limit:
+                size += len(chunk)
+                if size > limit:
                     raise PayloadTooLarge(limit)
+                chunks.append(chunk)
             if not message.get("more_body", False):
-                return body
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def value_body(
+        self, allowed: tuple[str, ...], required: tuple[str, ...]
+    ) -> tuple[dict[str, Any], str]:
+        """The body, a JSON object with only `allowed` fields (`value` among them) and every
+        `required` one: its other fields, and `value` encoded as the JSON text to store.
+
+        The body and everything parsed from it but the returned fields are gone when this
+        returns, so that a request waiting for the backend holds only the encoded value
+        (README, Limits: 350k `[]` once held ~26 MiB per request).
+        """
+        return bodies.read_value_body(await self.body(), allowed, required)
 
     async def json_object(
         self, allowed: tuple[str, ...], required: tuple[str, ...]
@@ -142,60 +152,14 @@ class Call:
         """The body as a JSON object with only `allowed` fields and every `required` one."""
         body = await self.body()
         data = parse_json(body)
-        if not isinstance(data, dict):
-            raise BadRequest(f"the body must be a JSON object with the fields {', '.join(allowed)}")
-        unknown = [name for name in data if name not in allowed]
-        if unknown:
-            raise BadRequest(
-                f"unknown field(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(allowed)}"
-            )
-        missing = [name for name in required if name not in data]
-        if missing:
-            raise BadRequest(f"missing field(s) {', '.join(map(repr, missing))}")
+        bodies.check_fields(data, allowed, required)
         return data, body
 
 
-def parse_json(body: bytes) -> Any:
-    """Decode a request body strictly: UTF-8, one document, no NaN or Infinity."""
-    if not _LONG_DIGITS.search(body):
-        try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise BadRequest(f"the body is not valid JSON: {exc}") from None
-    try:
-        return json.loads(
-            body.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float
-        )
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise BadRequest(f"the body is not valid JSON: {exc}") from None
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON value")
-
-
-def _finite_float(text: str) -> float:
-    number = float(text)
-    if math.isinf(number):
-        raise ValueError(f"the number {text[:40]} is too large to store")
-    return number
-
-
-def encode_value(value: Any, body: bytes) -> str:
-    """The compact JSON text stored for `value`, decoded from `body` (after the depth rule)."""
-    # A value cannot nest deeper than its body has brackets: most bodies need no walk.
-    if body.count(b"[") + body.count(b"{") > MAX_VALUE_DEPTH:
-        validate_value(value)
-    try:
-        return orjson.dumps(value).decode()
-    except orjson.JSONEncodeError:
-        # Integers beyond 64 bits, which orjson cannot write.
-        try:
-            text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-            text.encode("utf-8")
-        except (ValueError, RecursionError) as exc:
-            raise BadRequest(f"the value cannot be stored as JSON: {exc}") from None
-        return text
+def encode_value(value: Any, _body: bytes = b"") -> str:
+    """The compact JSON text stored for a decoded `value`. `_body` is ignored: the depth rule
+    no longer counts the body's brackets (callers that pass it may stop)."""
+    return bodies.encode_value(value)
 
 
 def utf8_size(text: str) -> int:

@@ -102,6 +102,7 @@ Operation = tuple[float, str, str | None, str, int, float, str, int | None]
 
 OUTCOMES = {
     200: "ok",
+    304: "ok",  # a conditional read that found the client's copy current
     400: "invalid",
     404: "not_found",
     409: "exists",

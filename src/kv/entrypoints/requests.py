@@ -1,7 +1,8 @@
 """Reading a request: its body, JSON, key, conditions and query, without building Starlette's
 Request (the hot path's cost) and without leaving the HTTP layer."""
 
-from typing import Any
+import re
+from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote_to_bytes
 
 from starlette.requests import ClientDisconnect
@@ -17,6 +18,11 @@ from kv.entrypoints.bodies import parse_json
 from kv.entrypoints.problems import BadRequest, PayloadTooLarge
 
 _NOT_UTF8 = "the key in the URL is not valid UTF-8"
+# If-None-Match on a read: `*` or a list of entity tags, weak or strong (RFC 9110 §8.8.3);
+# the opaque tags (`"3"`) are what a weak comparison compares.
+_ENTITY_TAG = r'\s*(?:W/)?("[\x21\x23-\x7e\x80-\xff]*")\s*'
+_ENTITY_TAGS = re.compile(f"{_ENTITY_TAG}(?:,{_ENTITY_TAG})*")
+_OPAQUE_TAGS = re.compile(_ENTITY_TAG)
 
 
 class Call:
@@ -75,23 +81,24 @@ class Call:
         self.key = raw_key
         return parse_key(raw_key)
 
-    def if_match(self) -> Condition:
-        """The condition of an `If-Match` header: a revision, `*`, or None without one."""
-        value = self.header(b"if-match")
-        if value is None:
-            return None
-        header = value.decode("latin-1")
-        tag = header.strip()
-        if tag == "*":
-            return ANY_REVISION
-        digits = tag[1:-1]
-        # isascii: str.isdigit() is also true for "²", which int() refuses.
-        if len(tag) > 2 and tag[0] == tag[-1] == '"' and digits.isascii() and digits.isdigit():
-            # No revision has 20 digits (they are 64-bit), and int() refuses more than 4300.
-            return int(digits) if len(digits.lstrip("0")) < 20 else NO_REVISION
-        if tag.startswith('W/"'):
-            return NO_REVISION  # a weak tag never matches: If-Match uses strong comparison
-        raise BadRequest(f'If-Match must be one entity tag such as "3" (or *), not {header!r}')
+    def conditions(self) -> tuple[Condition, str | None]:
+        """The request's `If-Match`, as a condition (None without one), and its
+        `If-None-Match` as sent (stripped; None without one), read in one pass over the
+        headers. Each may appear once: two lines of either are a 400, as a list is."""
+        if_match = if_none_match = None
+        for name, value in self.scope["headers"]:
+            if name == b"if-match":
+                if if_match is not None:
+                    raise BadRequest("the if-match header must appear at most once")
+                if_match = value
+            elif name == b"if-none-match":
+                if if_none_match is not None:
+                    raise BadRequest("the if-none-match header must appear at most once")
+                if_none_match = value
+        return (
+            None if if_match is None else if_match_condition(if_match.decode("latin-1")),
+            None if if_none_match is None else if_none_match.decode("latin-1").strip(),
+        )
 
     def query(self, allowed: tuple[str, ...]) -> dict[str, str]:
         """The query parameters, each at most once and each one of `allowed` (else 400)."""
@@ -154,6 +161,65 @@ class Call:
         data = parse_json(body)
         bodies.check_fields(data, allowed, required)
         return data, body
+
+
+def if_match_condition(header: str) -> Condition:
+    """The condition of an `If-Match` header: a revision, or `*`.
+
+    Entity tags compare strongly, character by character (RFC 9110 §8.8.3.2): only `"3"`
+    matches the ETag `"3"`; `"03"` and the weak `W/"3"` match no revision (412).
+    """
+    tag = header.strip()
+    if tag == "*":
+        return ANY_REVISION
+    digits = tag[1:-1]
+    # isascii: str.isdigit() is also true for "²", which int() refuses.
+    if len(tag) > 2 and tag[0] == tag[-1] == '"' and digits.isascii() and digits.isdigit():
+        # ETags are written without leading zeros; no revision has 20 digits (they are
+        # 64-bit), and int() refuses more than 4300.
+        if digits[0] == "0" or len(digits) >= 20:
+            return NO_REVISION
+        return int(digits)
+    if tag.startswith('W/"'):
+        return NO_REVISION  # a weak tag never matches: If-Match uses strong comparison
+    raise BadRequest(f'If-Match must be one entity tag such as "3" (or *), not {header!r}')
+
+
+def only_if_absent(if_none_match: str | None, if_match: Condition) -> bool:
+    """Whether a write's `If-None-Match` makes it create-only: `*`, and no `If-Match`.
+
+    A write takes no other If-None-Match (400): with a tag list it would mean "unless at one
+    of these revisions", which the backends cannot check atomically. With If-Match too, the
+    request could never succeed (the key would have to exist and be absent): 400 as well.
+    """
+    if if_none_match is None:
+        return False
+    if if_none_match != "*":
+        raise BadRequest(f"If-None-Match on a write must be * (create only), not {if_none_match!r}")
+    if if_match is not None:
+        raise BadRequest("If-Match and If-None-Match: * cannot both hold: send one of them")
+    return True
+
+
+NoneMatch = frozenset[str] | Literal["*"]
+"""A read's `If-None-Match`: `*`, or the opaque tags it lists (`'"3"'`)."""
+
+
+def none_match_tags(if_none_match: str) -> NoneMatch:
+    """The entity tags of a read's `If-None-Match` header; 400 when malformed."""
+    if if_none_match == "*":
+        return ANY_REVISION
+    if not _ENTITY_TAGS.fullmatch(if_none_match):
+        raise BadRequest(
+            f'If-None-Match must be * or entity tags such as "3", W/"4", not {if_none_match!r}'
+        )
+    return frozenset(_OPAQUE_TAGS.findall(if_none_match))
+
+
+def none_match(tags: NoneMatch, revision: int) -> bool:
+    """Whether a record at `revision` matches `tags`: a weak comparison (RFC 9110 §13.1.2),
+    so `W/"3"` matches the ETag `"3"` as `"3"` does."""
+    return tags == ANY_REVISION or f'"{revision}"' in tags
 
 
 def encode_value(value: Any, _body: bytes = b"") -> str:

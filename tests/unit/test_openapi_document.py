@@ -233,3 +233,34 @@ async def test_the_swagger_ui_bundle_renders_openapi_3_1() -> None:
         bundle = await client.get(DOCS_ASSETS_PATH + "/swagger-ui-bundle.js")
     version = re.search(rb'PACKAGE_VERSION:"(\d+)\.\d+\.\d+"', bundle.content)
     assert version is not None and int(version.group(1)) >= 5
+
+
+async def test_the_docs_static_directory_is_a_404_not_a_redirect_to_itself() -> None:
+    """#20 item 15: `/docs/static` and `/docs/static/` answered 307 to themselves (Starlette's
+    slash redirect against kv's own trailing-slash rule), with a Location built from Host."""
+    async for client in open_client(Settings()):
+        page = await client.get("/docs")
+        asset = re.findall(r'(?:src|href)="([^"]+)"', page.text)[0]
+        for path in (DOCS_ASSETS_PATH, DOCS_ASSETS_PATH + "/"):
+            response = await client.get(path, headers={"host": "evil.example"})
+            assert response.status_code == 404, (path, response.headers)
+            assert "location" not in response.headers
+            assert response.headers["content-type"] == "application/problem+json"
+        assert (await client.get(asset)).status_code == 200
+
+
+async def test_no_path_of_the_app_answers_with_a_redirect() -> None:
+    """Every route of the document and the assets' mount, with and without a trailing /,
+    by every method: kv answers or refuses, and never sends the client elsewhere."""
+    settings = Settings(enable_reset=True, auth_token="t")
+    paths = [path.replace("{key}", "a/b") for path in documented(settings)["paths"]]
+    paths += [DOCS_ASSETS_PATH, "/docs/static/swagger-ui.css", "/nowhere", "/kv/a%2F", "//kv"]
+    async for client in open_client(settings):
+        for path in paths:
+            for variant in {path, path.rstrip("/") or "/", path.rstrip("/") + "/", path + "//"}:
+                for method in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"):
+                    response = await client.request(
+                        method, variant, headers={"host": "evil.example"}
+                    )
+                    assert not 300 <= response.status_code < 400, (method, variant)
+                    assert "location" not in response.headers, (method, variant)

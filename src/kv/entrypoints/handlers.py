@@ -10,7 +10,13 @@ from kv import __version__
 from kv.domain.commands import Create, Delete, Get, Put
 from kv.domain.model import Record, parse_key
 from kv.entrypoints.problems import BadRequest
-from kv.entrypoints.requests import Call, encode_value, utf8_size
+from kv.entrypoints.requests import (
+    Call,
+    none_match,
+    none_match_tags,
+    only_if_absent,
+    utf8_size,
+)
 
 JSON = "application/json"
 
@@ -52,17 +58,22 @@ def json_response(content: Any) -> Response:
 
 
 async def create(call: Call) -> Response:
-    data, body = await call.json_object(("key", "value"), ("key", "value"))
-    key = data["key"]
+    fields, value = await call.value_body(("key", "value"), ("key", "value"))
+    key = fields["key"]
     call.key = key if isinstance(key, str) else None
-    command = Create(parse_key(key), encode_value(data["value"], body))
-    call.size = utf8_size(command.value)
+    command = Create(parse_key(key), value)
+    call.size = utf8_size(value)
     return record_response(await call.service.create(command))
 
 
 async def get(call: Call) -> Response:
+    """Read a key, under If-Match (412, through the service) and If-None-Match (304)."""
     key = call.path_key()
-    record = await call.service.get(Get(key))
+    if_match, if_none_match = call.conditions()
+    tags = None if if_none_match is None else none_match_tags(if_none_match)
+    record = await call.service.get(Get(key, if_match))
+    if tags is not None and none_match(tags, record.revision):
+        return Response(status_code=304, headers={"etag": f'"{record.revision}"'})
     call.size = utf8_size(record.value)
     return record_response(record)
 
@@ -78,18 +89,24 @@ async def upsert(call: Call) -> Response:
 
 
 async def _put(call: Call, *, upsert: bool) -> Response:
+    """A PUT; with `If-None-Match: *` on either surface, create only (412 if present)."""
     key = call.path_key()
-    data, body = await call.json_object(("value", "key"), ("value",))
-    if "key" in data and data["key"] != key:
-        raise BadRequest(f"the body's key {data['key']!r} differs from the key in the path")
-    command = Put(key, encode_value(data["value"], body), call.if_match(), upsert)
-    call.size = utf8_size(command.value)
+    fields, value = await call.value_body(("value", "key"), ("value",))
+    if "key" in fields and fields["key"] != key:
+        raise BadRequest(f"the body's key {fields['key']!r} differs from the key in the path")
+    if_match, if_none_match = call.conditions()
+    create_only = only_if_absent(if_none_match, if_match)
+    command = Put(key, value, if_match, upsert, if_absent=create_only)
+    call.size = utf8_size(value)
     return record_response(await call.service.put(command))
 
 
 async def delete(call: Call) -> Response:
     key = call.path_key()
-    revision = await call.service.delete(Delete(key, call.if_match()))
+    if_match, if_none_match = call.conditions()
+    if if_none_match is not None:
+        raise BadRequest("If-None-Match does not apply to DELETE (If-Match does)")
+    revision = await call.service.delete(Delete(key, if_match))
     return deleted_response(key, revision)
 
 

@@ -11,6 +11,7 @@ process (SIGKILL, power loss) loses the lines of at most that window.
 import asyncio
 import contextlib
 import logging
+import re
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -28,11 +29,26 @@ TEXT_FORMAT = (
 _MAX_LOGGED_KEY = 1100  # characters; valid keys are shorter, invalid ones are cut
 
 
+# A request id printed as it is in text lines: kv's own (hex and "-") and most clients' (a
+# UUID); any other is quoted as a JSON string, so that an id such as `x outcome=ok` cannot
+# pass for fields of the line.
+_PLAIN_ID = re.compile(r"[0-9A-Za-z._:-]+")
+
+
+def shown_request_id(request_id: str) -> str:
+    """`request_id` as a text line shows it: as it is when plain, else JSON-quoted."""
+    if _PLAIN_ID.fullmatch(request_id):
+        return request_id
+    return orjson.dumps(request_id).decode()
+
+
 def _text_format(record: Any) -> str:
     """TEXT_FORMAT, plus the request id of a line logged while serving a request (bound with
-    `logger.bind(request_id=...)`), placed as in the operation lines."""
-    if record["extra"].get("request_id") is not None:
-        return TEXT_FORMAT + " request_id={extra[request_id]}\n{exception}"
+    `logger.bind(request_id=...)`), placed and quoted as in the operation lines."""
+    request_id = record["extra"].get("request_id")
+    if request_id is not None:
+        record["extra"]["_request_id"] = shown_request_id(str(request_id))
+        return TEXT_FORMAT + " request_id={extra[_request_id]}\n{exception}"
     return TEXT_FORMAT + "\n{exception}"
 
 
@@ -104,6 +120,7 @@ fields of the operation's own: a transaction's keys, a watch's events)"""
 
 OUTCOMES = {
     200: "ok",
+    304: "ok",  # a conditional read that found the client's copy current
     400: "invalid",
     404: "not_found",
     409: "exists",
@@ -180,8 +197,8 @@ class OperationLog:
             )
         return (
             f"{self._timestamp(now)} | INFO     | {operation} key={shown} outcome={outcome} "
-            f"status={status} ms={duration:.3f} backend={self.backend} request_id={request_id}"
-            f"{more}\n"
+            f"status={status} ms={duration:.3f} backend={self.backend} "
+            f"request_id={shown_request_id(request_id)}{more}\n"
         )
 
     def _json_line(self, op: Operation) -> str:

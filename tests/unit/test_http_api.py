@@ -86,6 +86,60 @@ async def test_numbers_beyond_64_bits_come_back_exact(
     assert json.loads(got.content)["value"] == [18446744073709551617, -99999999999999999999999]
 
 
+@pytest.mark.parametrize(
+    "number",
+    [
+        -9223372036854775809,  # below -2**63, only 19 digits: it went through orjson, a float
+        -9223372036854775808,
+        -99999999999999999999,
+        18446744073709551615,
+        18446744073709551616,
+        -(10**4299),  # 4300 digits: the most kv takes
+        10**4299,
+    ],
+)
+async def test_integers_of_either_sign_and_any_size_up_to_4300_digits_come_back_exact(
+    client: httpx.AsyncClient, unique: Unique, number: int
+) -> None:
+    key = unique("int")
+    value = {"n": number, "list": [number, 1.5, "-9223372036854775809", -number]}
+    body = '{"key": ' + json.dumps(key) + ', "value": ' + json.dumps(value) + "}"
+    response = await client.post("/kv", content=body)
+    assert response.status_code == 200, response.text
+    assert json.loads(response.content)["value"] == value
+    got = await client.get(url(key))
+    assert json.loads(got.content)["value"] == value
+    assert str(number).encode() in got.content  # the digits as sent, never a float
+    put = await client.put(url(key), content='{"value": ' + str(number) + "}")
+    assert json.loads(put.content)["value"] == number
+
+
+async def test_a_number_of_more_than_4300_digits_is_a_400_in_kvs_own_words(
+    client: httpx.AsyncClient, unique: Unique
+) -> None:
+    key = unique("long")
+    for number in ("1" * 4301, "-" + "9" * 5000, "1." + "0" * 4301, "1e" + "0" * 4301):
+        body = '{"key": ' + json.dumps(key) + ', "value": [1, ' + number + "]}"
+        problem = assert_problem(await client.post("/kv", content=body), 400)
+        assert "4300 digits" in problem["detail"]
+        assert "set_int_max_str_digits" not in problem["detail"]
+    assert_problem(await client.get(url(key)), 404)
+    # In a string, digits are just text, however many (next to a long integer or not).
+    digits = "9" * 5000
+    for value in ([digits], [digits, 10**30]):
+        response = await client.put(url(key), json={"value": value})
+        assert response.status_code in (200, 404), response.text
+        created = await client.post("/kv", json={"key": unique(f"s{len(value)}"), "value": value})
+        assert json.loads(created.content)["value"] == value
+
+
+async def test_an_integer_beyond_64_bits_is_not_a_key(client: httpx.AsyncClient) -> None:
+    problem = assert_problem(
+        await client.post("/kv", content=b'{"key": 123456789012345678901, "value": 1}'), 400
+    )
+    assert problem["detail"] == "a key must be a string, not a number"
+
+
 async def test_values_are_stored_as_compact_json(client: httpx.AsyncClient, unique: Unique) -> None:
     key = unique("compact")
     body = '{"key": ' + json.dumps(key) + ', "value": { "a" : [ 1 , 2 ] }}'
@@ -139,6 +193,17 @@ BAD_POST_BODIES = [
     b'{"key": "a", "value": ' + b"[" * 5000 + b"]" * 5000 + b"}",
     b'{"key": "a", "value": 1e400}',
     b'{"key": "a", "value": 99999999999999999999999e99999}',
+    # The same faults in bodies read by the standard library (a run of 20 digits sends them
+    # there, to keep integers beyond 64 bits exact).
+    b'{"key": "a", "value": [NaN, 123456789012345678901]}',
+    b'{"key": "a", "value": [1e400, 123456789012345678901]}',
+    b'{"key": "a", "value": ["\\ud800", 123456789012345678901]}',
+    b'{"key": "a", "value": ["\xff", 123456789012345678901]}',
+    b'{"key": "a", "value": 123456789012345678901} trailing',
+    b'{"key": "a", "value": [' + b"[" * 257 + b"123456789012345678901" + b"]" * 258 + b"}",
+    b'{"key": "a", "value": {123456789012345678901: 1}}',
+    b'{"key": "a", "value": 0123456789012345678901}',
+    b'{"key": "a", "vaule": 123456789012345678901}',
 ]
 
 
@@ -357,6 +422,156 @@ async def test_if_match_digits_beyond_ascii_or_64_bits_are_answered_not_a_500(
         assert_problem(await client.put(url(key), json={"value": 2}, headers=huge), 412, key)
         assert_problem(await client.delete(url(key), headers=huge), 412, key)
     assert (await client.get(url(key))).json()["revision"] == 1
+
+
+async def test_if_match_compares_entity_tags_character_by_character(
+    client: httpx.AsyncClient, unique: Unique
+) -> None:
+    """RFC 9110 §8.8.3.2: "01" is not the ETag "1", on any method."""
+    key = unique("a")
+    await create(client, key)
+    for tag in ('"01"', '"001"', '"0"', '"00"'):
+        headers = {"if-match": tag}
+        assert_problem(await client.put(url(key), json={"value": 2}, headers=headers), 412, key)
+        assert_problem(await client.delete(url(key), headers=headers), 412, key)
+        assert_problem(await client.get(url(key), headers=headers), 412, key)
+    assert (await client.get(url(key))).json()["revision"] == 1
+
+
+async def test_two_if_match_lines_are_a_400(client: httpx.AsyncClient, unique: Unique) -> None:
+    key = unique("a")
+    await create(client, key)
+    for lines in (
+        [("if-match", '"1"'), ("if-match", '"1"')],
+        [("if-match", '"1"'), ("if-match", '"2"')],
+    ):
+        for method in ("PUT", "DELETE", "GET"):
+            response = await client.request(method, url(key), json={"value": 2}, headers=lines)
+            assert_problem(response, 400)
+    assert (await client.get(url(key))).json()["revision"] == 1
+
+
+async def test_if_match_on_get_is_evaluated(client: httpx.AsyncClient, unique: Unique) -> None:
+    """RFC 9110 §13.1.1: a failed If-Match is a 412 on any method, reads included."""
+    key = unique("a")
+    await create(client, key, "v1")
+    await client.put(url(key), json={"value": "v2"})
+    for method in ("GET", "HEAD"):
+        current = await client.request(method, url(key), headers={"if-match": '"2"'})
+        assert current.status_code == 200 and current.headers["etag"] == '"2"'
+        star = await client.request(method, url(key), headers={"if-match": "*"})
+        assert star.status_code == 200
+        stale = await client.request(method, url(key), headers={"if-match": '"1"'})
+        assert stale.status_code == 412
+    body = assert_problem(await client.get(url(key), headers={"if-match": '"1"'}), 412, key)
+    assert "revision 2" in body["detail"] and "revision 1" in body["detail"]
+    assert_problem(await client.get(url(key), headers={"if-match": 'W/"2"'}), 412, key)
+    missing = unique("missing")
+    for tag in ('"1"', "*"):
+        assert_problem(await client.get(url(missing), headers={"if-match": tag}), 404, missing)
+
+
+# --- If-None-Match -----------------------------------------------------------------------------
+
+
+async def test_put_with_if_none_match_star_creates_only(
+    client: httpx.AsyncClient, unique: Unique
+) -> None:
+    """The create-only idiom (RFC 9110 §13.1.2): a PUT that must not overwrite."""
+    key = unique("a")
+    created = await client.put(url(key), json={"value": "first"}, headers={"if-none-match": "*"})
+    assert created.status_code == 200, created.text
+    assert created.json() == {"key": key, "value": "first", "revision": 1}
+    assert created.headers["etag"] == '"1"'
+    again = await client.put(url(key), json={"value": "second"}, headers={"if-none-match": "*"})
+    body = assert_problem(again, 412, key)
+    assert "exists" in body["detail"] and "absent" in body["detail"]
+    assert (await client.get(url(key))).json() == created.json()
+
+
+async def test_concurrent_create_only_puts_let_exactly_one_win(
+    client: httpx.AsyncClient, unique: Unique
+) -> None:
+    key = unique("race")
+    responses = await asyncio.gather(
+        *(
+            client.put(url(key), json={"value": i}, headers={"if-none-match": "*"})
+            for i in range(32)
+        )
+    )
+    assert sorted(r.status_code for r in responses) == [200] + [412] * 31
+    winner = next(r for r in responses if r.status_code == 200).json()
+    assert (await client.get(url(key))).json() == winner
+
+
+@pytest.mark.parametrize("header", ['"1"', 'W/"1"', '"1", *', "**", ""])
+async def test_if_none_match_on_a_write_other_than_star_is_400(
+    client: httpx.AsyncClient, unique: Unique, header: str
+) -> None:
+    key = unique("a")
+    await create(client, key)
+    response = await client.put(url(key), json={"value": 2}, headers={"if-none-match": header})
+    assert_problem(response, 400)
+    assert (await client.get(url(key))).json()["revision"] == 1
+
+
+async def test_if_none_match_with_if_match_on_a_write_is_400(
+    client: httpx.AsyncClient, unique: Unique
+) -> None:
+    key = unique("a")
+    headers = {"if-none-match": "*", "if-match": '"1"'}
+    assert_problem(await client.put(url(key), json={"value": 1}, headers=headers), 400)
+    assert_problem(await client.get(url(key)), 404)
+
+
+async def test_if_none_match_on_delete_is_400(client: httpx.AsyncClient, unique: Unique) -> None:
+    key = unique("a")
+    await create(client, key)
+    for header in ("*", '"1"', '"2"'):
+        assert_problem(await client.delete(url(key), headers={"if-none-match": header}), 400)
+    assert (await client.get(url(key))).json()["revision"] == 1
+
+
+async def test_if_none_match_on_get_answers_304_when_a_tag_matches(
+    client: httpx.AsyncClient, unique: Unique
+) -> None:
+    """A cache revalidating: 304 with the ETag and no body when its copy is current."""
+    key = unique("a")
+    await create(client, key, "v1")
+    await client.put(url(key), json={"value": "v2"})
+    for header in ('"2"', 'W/"2"', '"1", "2"', '"7" ,W/"2"', "*"):
+        for method in ("GET", "HEAD"):
+            response = await client.request(method, url(key), headers={"if-none-match": header})
+            assert response.status_code == 304, (header, response.text)
+            assert response.headers["etag"] == '"2"' and response.content == b""
+            assert "content-type" not in response.headers
+    for header in ('"1"', 'W/"1"', '"02"', '"1", "3"'):
+        response = await client.get(url(key), headers={"if-none-match": header})
+        assert response.status_code == 200 and response.json()["value"] == "v2"
+    missing = unique("missing")
+    assert_problem(await client.get(url(missing), headers={"if-none-match": "*"}), 404)
+    assert_problem(await client.get(url(missing), headers={"if-none-match": '"1"'}), 404)
+
+
+@pytest.mark.parametrize("header", ["2", '"2', '"2" "3"', '"2",', 'w/"2"', ""])
+async def test_a_malformed_if_none_match_on_get_is_400(
+    client: httpx.AsyncClient, unique: Unique, header: str
+) -> None:
+    key = unique("a")
+    await create(client, key)
+    assert_problem(await client.get(url(key), headers={"if-none-match": header}), 400)
+
+
+async def test_if_match_is_evaluated_before_if_none_match_on_get(
+    client: httpx.AsyncClient, unique: Unique
+) -> None:
+    """RFC 9110 §13.2.2's order: a failed If-Match is a 412 even when If-None-Match matches."""
+    key = unique("a")
+    await create(client, key)
+    both = {"if-match": '"1"', "if-none-match": '"1"'}
+    assert (await client.get(url(key), headers=both)).status_code == 304
+    stale = {"if-match": '"5"', "if-none-match": '"1"'}
+    assert_problem(await client.get(url(key), headers=stale), 412, key)
 
 
 async def test_etag_round_trips_into_if_match(client: httpx.AsyncClient, unique: Unique) -> None:

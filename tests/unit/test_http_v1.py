@@ -217,6 +217,23 @@ async def test_put_with_a_malformed_if_match_is_400(
     assert_problem(response, 400)
 
 
+async def test_put_with_if_none_match_star_creates_only_and_never_overwrites(
+    client: httpx.AsyncClient, unique: Unique
+) -> None:
+    """The upsert becomes create-only: 412 when the key exists, which keeps its value."""
+    key = unique("once")
+    created = await client.put(url(key), json={"value": 1}, headers={"if-none-match": "*"})
+    assert_record(created, key, 1, 1)
+    again = await client.put(url(key), json={"value": 2}, headers={"if-none-match": "*"})
+    assert_problem(again, 412, key=key)
+    assert "absent" in again.json()["detail"]
+    assert_record(await client.get(url(key)), key, 1, 1)
+    assert_problem(
+        await client.put(url(key), json={"value": 3}, headers={"if-none-match": '"1"'}), 400
+    )
+    assert_record(await client.put(url(key), json={"value": 4}), key, 4, 2)
+
+
 # --- GET /v1/{key} -------------------------------------------------------------------------
 
 

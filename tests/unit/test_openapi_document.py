@@ -15,7 +15,7 @@ from starlette.routing import Route
 from kv.container import Settings
 from kv.domain.errors import InvalidKey
 from kv.domain.model import MAX_KEY_BYTES, parse_key
-from kv.entrypoints.components import IF_MATCH_PATTERN, KEY_PATTERN
+from kv.entrypoints.components import IF_MATCH_PATTERN, IF_NONE_MATCH_PATTERN, KEY_PATTERN
 from kv.entrypoints.docs import DOCS_ASSETS_PATH
 from kv.entrypoints.http import create_app
 from kv.entrypoints.openapi import build_document
@@ -106,17 +106,22 @@ def test_each_data_operation_lists_the_statuses_of_the_contract() -> None:
         return set(paths[path][method]["responses"])
 
     assert statuses("/kv", "post") == {"200", "400", "409", "413", "503"}
-    assert statuses("/kv/{key}", "get") == {"200", "400", "404", "503"}
-    assert statuses("/kv/{key}", "head") == {"200", "400", "404", "503"}
+    assert statuses("/kv/{key}", "get") == {"200", "304", "400", "404", "412", "503"}
+    assert statuses("/kv/{key}", "head") == {"200", "304", "400", "404", "412", "503"}
     assert statuses("/kv/{key}", "put") == {"200", "400", "404", "412", "413", "503"}
     assert statuses("/kv/{key}", "delete") == {"200", "400", "404", "412", "503"}
     assert statuses("/v1/", "post") == {"200", "400", "409", "413", "503"}
     assert statuses("/v1/{key}", "put") == {"200", "400", "404", "412", "413", "503"}
     assert statuses("/_reset", "post") == {"200", "503"}
     assert statuses("/ready", "get") == {"200", "503"}
-    for path, method in (("/kv/{key}", "put"), ("/kv/{key}", "delete"), ("/v1/{key}", "put")):
-        names = [p.get("$ref", "").rsplit("/", 1)[-1] for p in paths[path][method]["parameters"]]
-        assert names == ["Key", "IfMatch"]
+
+    def parameters(path: str, method: str) -> list[str]:
+        return [p.get("$ref", "").rsplit("/", 1)[-1] for p in paths[path][method]["parameters"]]
+
+    for path in ("/kv/{key}", "/v1/{key}"):
+        assert parameters(path, "put") == ["Key", "IfMatch", "IfNoneMatchStar"]
+        assert parameters(path, "get") == ["Key", "IfMatch", "IfNoneMatch"]
+        assert parameters(path, "delete") == ["Key", "IfMatch"]
     etag = paths["/kv/{key}"]["get"]["responses"]["200"]["headers"]["ETag"]
     assert etag == {"$ref": "#/components/headers/ETag"}
 
@@ -166,6 +171,23 @@ async def test_if_match_values_the_pattern_allows_are_never_a_400() -> None:
             assert response.status_code == 400, value
 
 
+async def test_if_none_match_values_the_pattern_allows_are_never_a_400_on_a_read() -> None:
+    allowed = ["*", '"1"', 'W/"1"', '"1", "2"', '"3",W/"1"', '"0001"']
+    refused = ["1", '"one"', '"1",', '""', "W/1", '"1" "2"']
+    assert all(re.match(IF_NONE_MATCH_PATTERN, value) for value in allowed)
+    assert not any(re.match(IF_NONE_MATCH_PATTERN, value) for value in refused)
+    async for client in open_client(Settings()):
+        await client.post("/kv", json={"key": "a", "value": 1})
+        for value in allowed:
+            response = await client.get("/kv/a", headers={"if-none-match": value})
+            assert response.status_code in (200, 304), (value, response.text)
+        for value in ('"1"', '"one"', "W/1"):  # a write takes only *
+            response = await client.put(
+                "/kv/a", json={"value": 1}, headers={"if-none-match": value}
+            )
+            assert response.status_code == 400, value
+
+
 def test_problem_bodies_match_the_problem_schema() -> None:
     schema = documented(Settings())["components"]["schemas"]["Problem"]
     validator = jsonschema_rs.validator_for(schema)
@@ -207,3 +229,34 @@ async def test_the_swagger_ui_bundle_renders_openapi_3_1() -> None:
         bundle = await client.get(DOCS_ASSETS_PATH + "/swagger-ui-bundle.js")
     version = re.search(rb'PACKAGE_VERSION:"(\d+)\.\d+\.\d+"', bundle.content)
     assert version is not None and int(version.group(1)) >= 5
+
+
+async def test_the_docs_static_directory_is_a_404_not_a_redirect_to_itself() -> None:
+    """#20 item 15: `/docs/static` and `/docs/static/` answered 307 to themselves (Starlette's
+    slash redirect against kv's own trailing-slash rule), with a Location built from Host."""
+    async for client in open_client(Settings()):
+        page = await client.get("/docs")
+        asset = re.findall(r'(?:src|href)="([^"]+)"', page.text)[0]
+        for path in (DOCS_ASSETS_PATH, DOCS_ASSETS_PATH + "/"):
+            response = await client.get(path, headers={"host": "evil.example"})
+            assert response.status_code == 404, (path, response.headers)
+            assert "location" not in response.headers
+            assert response.headers["content-type"] == "application/problem+json"
+        assert (await client.get(asset)).status_code == 200
+
+
+async def test_no_path_of_the_app_answers_with_a_redirect() -> None:
+    """Every route of the document and the assets' mount, with and without a trailing /,
+    by every method: kv answers or refuses, and never sends the client elsewhere."""
+    settings = Settings(enable_reset=True, auth_token="t")
+    paths = [path.replace("{key}", "a/b") for path in documented(settings)["paths"]]
+    paths += [DOCS_ASSETS_PATH, "/docs/static/swagger-ui.css", "/nowhere", "/kv/a%2F", "//kv"]
+    async for client in open_client(settings):
+        for path in paths:
+            for variant in {path, path.rstrip("/") or "/", path.rstrip("/") + "/", path + "//"}:
+                for method in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"):
+                    response = await client.request(
+                        method, variant, headers={"host": "evil.example"}
+                    )
+                    assert not 300 <= response.status_code < 400, (method, variant)
+                    assert "location" not in response.headers, (method, variant)

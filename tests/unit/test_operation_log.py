@@ -105,3 +105,12 @@ def test_records_wait_for_the_flush_and_leave_in_one_message() -> None:
         assert len(messages) == 1
     finally:
         logger.remove(handler)
+
+
+async def test_a_read_answered_304_is_logged_as_ok(lines: list[str]) -> None:
+    async for client in open_client(Settings()):
+        await client.post("/kv", json={"key": "cached", "value": 1})
+        response = await client.get("/kv/cached", headers={"if-none-match": '"1"'})
+        assert response.status_code == 304
+    [line] = [line for line in operation_lines(lines) if line.startswith("get ") or " get " in line]
+    assert 'key="cached" outcome=ok status=304' in line

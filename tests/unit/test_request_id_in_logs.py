@@ -2,10 +2,12 @@
 test_operation_log) and the ERROR lines of a backend failure and of an unexpected error."""
 
 import json
+import re
 
 import pytest
 
 from kv.container import Settings
+from tests.conftest import open_client
 from tests.unit.test_errors_and_auth import BrokenRepository, UnavailableRepository, client_on
 
 
@@ -55,3 +57,42 @@ async def test_lines_logged_outside_a_request_have_no_request_id(
     stderr = capsys.readouterr().err
     started = [line for line in stderr.splitlines() if "ready on the memory backend" in line]
     assert started and "request_id" not in started[0]
+
+
+FORGED = 'x outcome=ok status=200 "'
+FIELD = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)')
+
+
+def fields_of(line: str) -> dict[str, list[str]]:
+    """The `name=value` fields of a text line, a value either plain or a JSON string."""
+    found: dict[str, list[str]] = {}
+    for name, value in FIELD.findall(line):
+        found.setdefault(name, []).append(json.loads(value) if value.startswith('"') else value)
+    return found
+
+
+async def test_a_forged_request_id_cannot_pass_for_fields_of_the_operation_line(
+    lines: list[str],
+) -> None:
+    """Before: `request_id=x outcome=ok status=200` followed the real outcome unquoted."""
+    async for client in open_client(Settings()):
+        response = await client.get("/kv/missing", headers={"x-request-id": FORGED})
+        assert response.status_code == 404 and response.headers["x-request-id"] == FORGED
+        generated = (await client.get("/kv/missing")).headers["x-request-id"]
+    forged_line, generated_line = [line for line in lines if 'key="missing"' in line]
+    fields = fields_of(forged_line)
+    assert fields["outcome"] == ["not_found"] and fields["status"] == ["404"], forged_line
+    assert fields["request_id"] == [FORGED]
+    # kv's own ids (and UUIDs) stay as they are.
+    assert generated_line.endswith(f" request_id={generated}")
+
+
+async def test_a_forged_request_id_cannot_pass_for_fields_of_an_error_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    async for client in client_on(UnavailableRepository(), Settings()):
+        response = await client.get("/kv/a", headers={"x-request-id": FORGED})
+        assert response.status_code == 503
+    [line] = error_lines(capsys.readouterr().err)
+    assert line.endswith(" request_id=" + json.dumps(FORGED)), line
+    assert fields_of(line)["request_id"] == [FORGED]

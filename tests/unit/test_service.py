@@ -98,3 +98,27 @@ async def test_a_revision_no_record_can_have_never_matches(
     with pytest.raises(RevisionMismatch):
         await service.delete(Delete(A, if_match=revision))
     assert await service.get(Get(A)) == Record("a", "1", 1)
+
+
+async def test_get_under_a_condition_reads_only_at_that_revision(service: KVService) -> None:
+    with pytest.raises(KeyNotFound):
+        await service.get(Get(A, if_match=1))
+    await service.create(Create(A, "1"))
+    await service.put(Put(A, "2"))
+    assert await service.get(Get(A, if_match=2)) == Record("a", "2", 2)
+    assert await service.get(Get(A, if_match="*")) == Record("a", "2", 2)
+    for revision in (1, 3, 0, 2**64):
+        with pytest.raises(RevisionMismatch) as caught:
+            await service.get(Get(A, if_match=revision))
+        assert (caught.value.key, caught.value.actual) == ("a", 2)
+
+
+@pytest.mark.parametrize("upsert", [False, True])
+async def test_a_create_only_put_creates_once_then_requires_the_key_absent(
+    service: KVService, repository: MemoryRepository, upsert: bool
+) -> None:
+    assert await service.put(Put(A, "1", upsert=upsert, if_absent=True)) == Record("a", "1", 1)
+    with pytest.raises(RevisionMismatch) as caught:
+        await service.put(Put(A, "2", upsert=upsert, if_absent=True))
+    assert (caught.value.key, caught.value.expected) == ("a", None)
+    assert await repository.get(A) == Record("a", "1", 1)

@@ -15,7 +15,10 @@ Condition = int | Literal["*"] | None
 
 @dataclass(frozen=True, slots=True)
 class Get:
+    """Read a key, only if it is at `if_match` when given (else RevisionMismatch)."""
+
     key: Key
+    if_match: Condition = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +37,9 @@ class Put:
     `upsert` (the /v1 surface): an absent key is created instead, unless `if_match` is
     given, which makes the upsert a compare-and-set like /kv's PUT: a client holding a
     revision never silently recreates a key deleted meanwhile.
+
+    `if_absent`: create only, on either surface; a present key is a RevisionMismatch with
+    no expected revision (it was required absent). Not combined with `if_match`.
     """
 
     key: Key
@@ -41,6 +47,7 @@ class Put:
     if_match: Condition = None
     upsert: bool = False
     ttl_ms: int | None = None
+    if_absent: bool = False
 
 
 @dataclass(frozen=True, slots=True)

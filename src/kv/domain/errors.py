@@ -46,9 +46,12 @@ class KeyNotFound(KVError):
 
 
 class RevisionMismatch(KVError):
-    """The record is at `actual`, the request required `expected` (None: that it be absent)."""
+    """The record is at `actual`, the request required `expected` (None: that it be absent).
 
-    def __init__(self, key: str, *, expected: int | None, actual: int) -> None:
+    `actual` is None when the backend did not say (a create-only write finds the key present
+    without reading its revision)."""
+
+    def __init__(self, key: str, *, expected: int | None, actual: int | None) -> None:
         super().__init__(key)
         self.expected = expected
         self.actual = actual

@@ -41,9 +41,14 @@ class KVService:
             self.watches.close(watcher)
 
     async def get(self, command: Get) -> Record:
-        record = await self.repository.get(command.key)
+        key = command.key
+        record = await self.repository.get(key)
         if record is None:
-            raise KeyNotFound(command.key)
+            raise KeyNotFound(key)
+        expected = _expected(command.if_match)
+        if expected is not None and record.revision != expected:
+            # The condition is checked on the record read: one read, so no race to lose.
+            raise RevisionMismatch(key, expected=expected, actual=record.revision)
         return record
 
     async def create(self, command: Create) -> Record:
@@ -54,6 +59,12 @@ class KVService:
 
     async def put(self, command: Put) -> Record:
         key = command.key
+        if command.if_absent:
+            # The repository's create-if-absent: atomic on every backend.
+            created = await self.repository.create(key, command.value)
+            if created is None:
+                raise RevisionMismatch(key, expected=None, actual=None)
+            return created
         if command.upsert and command.if_match is None:
             return await self.repository.upsert(key, command.value, ttl_ms=command.ttl_ms)
         expected = _expected(command.if_match)

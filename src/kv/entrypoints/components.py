@@ -22,6 +22,7 @@ Schema = dict[str, Any]
 # surrogates are left out: Rust refuses them in a pattern, and JSON text cannot carry them.
 KEY_PATTERN = r"^[^\u0000-\u001f\u007f]*[^\u0000-\u001f\u007f/]$"
 IF_MATCH_PATTERN = r'^(\*|(W/)?"[0-9]+")$'
+IF_NONE_MATCH_PATTERN = r'^(\*|(W/)?"[0-9]+"( *, *(W/)?"[0-9]+")*)$'
 EXPIRES_AT_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z$"
 
 _KEY_DESCRIPTION = (
@@ -38,8 +39,9 @@ def ref(kind: str, name: str) -> Schema:
     return {"$ref": f"{_REF}{kind}/{name}"}
 
 
-# The component response of each failure status an operation may list.
+# The component response of each status besides 200 an operation may list.
 FAILURES = {
+    304: "NotModified",
     400: "BadRequest",
     401: "Unauthorized",
     404: "NotFound",
@@ -56,7 +58,8 @@ def _failure_responses(settings: Settings) -> Schema:
         401: "`Authorization: Bearer <token>` is missing or wrong.",
         404: "No record has this key.",
         409: "A record with this key already exists.",
-        412: "`If-Match` names another revision than the current one.",
+        412: "`If-Match` names another revision than the current one, or `If-None-Match: *` "
+        "finds the key present.",
         413: f"The body is larger than {settings.max_body_bytes} bytes.",
         503: f"The backend is down or did not answer within {settings.backend_timeout:g} s.",
     }
@@ -64,11 +67,17 @@ def _failure_responses(settings: Settings) -> Schema:
         401: {"WWW-Authenticate": ref("headers", "WWWAuthenticate")},
         503: {"Retry-After": ref("headers", "RetryAfter")},
     }
-    return {
+    responses = {
         FAILURES[status]: problem_response(description, headers=headers.get(status))
         for status, description in described.items()
         if status != 401 or settings.auth_token
     }
+    responses["NotModified"] = {
+        "description": "`If-None-Match` names the record's current ETag (or is `*`): the "
+        "copy the client holds is current. No body.",
+        "headers": {"X-Request-ID": ref("headers", "RequestId"), "ETag": ref("headers", "ETag")},
+    }
+    return responses
 
 
 def components(settings: Settings) -> Schema:
@@ -293,11 +302,37 @@ def components(settings: Settings) -> Schema:
                 "in": "header",
                 "required": False,
                 "description": (
-                    "Write only if the record is at this revision: one strong entity tag as in "
-                    '`ETag` (`"3"`), or `*` for any. A weak tag (`W/"3"`) never matches (412); '
-                    "anything else is 400."
+                    "Only if the record is at this revision (else 412, on reads too): one "
+                    'strong entity tag as in `ETag` (`"3"`), or `*` for any. Tags compare '
+                    'character by character: `"03"` and the weak `W/"3"` never match. '
+                    "Anything else is 400, as are two If-Match lines."
                 ),
                 "schema": {"type": "string", "pattern": IF_MATCH_PATTERN, "examples": ['"1"']},
+            },
+            "IfNoneMatch": {
+                "name": "If-None-Match",
+                "in": "header",
+                "required": False,
+                "description": (
+                    '`*` or entity tags (`"3", W/"4"`): 304 Not Modified, with the ETag and no '
+                    "body, when one of them is the record's ETag (weak comparison) or for `*`. "
+                    "Evaluated after If-Match."
+                ),
+                "schema": {
+                    "type": "string",
+                    "pattern": IF_NONE_MATCH_PATTERN,
+                    "examples": ['"1"', "*"],
+                },
+            },
+            "IfNoneMatchStar": {
+                "name": "If-None-Match",
+                "in": "header",
+                "required": False,
+                "description": (
+                    "`*`: create only, 412 when the key exists (atomic, on every backend). Any "
+                    "other value, or `*` together with If-Match, is 400."
+                ),
+                "schema": {"type": "string", "enum": ["*"]},
             },
         },
         "responses": responses,

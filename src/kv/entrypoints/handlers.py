@@ -11,7 +11,13 @@ from kv import __version__
 from kv.domain.commands import Create, Delete, Get, Put
 from kv.domain.model import Record, parse_key, parse_ttl
 from kv.entrypoints.problems import BadRequest
-from kv.entrypoints.requests import Call, encode_value, utf8_size
+from kv.entrypoints.requests import (
+    Call,
+    none_match,
+    none_match_tags,
+    only_if_absent,
+    utf8_size,
+)
 from kv.entrypoints.ui import UI_PATH
 
 JSON = "application/json"
@@ -71,18 +77,22 @@ def json_response(content: Any) -> Response:
 
 
 async def create(call: Call) -> Response:
-    data, body = await call.json_object(("key", "value", "ttl"), ("key", "value"))
-    key = data["key"]
+    fields, value = await call.value_body(("key", "value", "ttl"), ("key", "value"))
+    key = fields["key"]
     call.key = key if isinstance(key, str) else None
-    ttl_ms = parse_ttl(data.get("ttl"))
-    command = Create(parse_key(key), encode_value(data["value"], body), ttl_ms)
-    call.size = utf8_size(command.value)
+    command = Create(parse_key(key), value, parse_ttl(fields.get("ttl")))
+    call.size = utf8_size(value)
     return record_response(await call.service.create(command))
 
 
 async def get(call: Call) -> Response:
+    """Read a key, under If-Match (412, through the service) and If-None-Match (304)."""
     key = call.path_key()
-    record = await call.service.get(Get(key))
+    if_match, if_none_match = call.conditions()
+    tags = None if if_none_match is None else none_match_tags(if_none_match)
+    record = await call.service.get(Get(key, if_match))
+    if tags is not None and none_match(tags, record.revision):
+        return Response(status_code=304, headers={"etag": f'"{record.revision}"'})
     call.size = utf8_size(record.value)
     return record_response(record)
 
@@ -98,20 +108,25 @@ async def upsert(call: Call) -> Response:
 
 
 async def _put(call: Call, *, upsert: bool) -> Response:
+    """A PUT; with `If-None-Match: *` on either surface, create only (412 if present)."""
     key = call.path_key()
-    data, body = await call.json_object(("value", "key", "ttl"), ("value",))
-    if "key" in data and data["key"] != key:
-        raise BadRequest(f"the body's key {data['key']!r} differs from the key in the path")
-    ttl_ms = parse_ttl(data.get("ttl"))
-    value = encode_value(data["value"], body)
-    command = Put(key, value, call.if_match(), upsert, ttl_ms)
-    call.size = utf8_size(command.value)
+    fields, value = await call.value_body(("value", "key", "ttl"), ("value",))
+    if "key" in fields and fields["key"] != key:
+        raise BadRequest(f"the body's key {fields['key']!r} differs from the key in the path")
+    ttl_ms = parse_ttl(fields.get("ttl"))
+    if_match, if_none_match = call.conditions()
+    create_only = only_if_absent(if_none_match, if_match)
+    command = Put(key, value, if_match, upsert, ttl_ms, if_absent=create_only)
+    call.size = utf8_size(value)
     return record_response(await call.service.put(command))
 
 
 async def delete(call: Call) -> Response:
     key = call.path_key()
-    revision = await call.service.delete(Delete(key, call.if_match()))
+    if_match, if_none_match = call.conditions()
+    if if_none_match is not None:
+        raise BadRequest("If-None-Match does not apply to DELETE (If-Match does)")
+    revision = await call.service.delete(Delete(key, if_match))
     return deleted_response(key, revision)
 
 

@@ -92,8 +92,8 @@ def _item_operations(prefix: str, tag: str) -> list[Operation]:
             description="Of concurrent creations of one key exactly one succeeds.",
         ),
         Operation(
-            "get", "GET", item, handlers.get, "Read a key", tag, RECORD, (400, 404, 503),
-            parameters=("Key",),
+            "get", "GET", item, handlers.get, "Read a key", tag, RECORD,
+            (304, 400, 404, 412, 503), parameters=("Key", "IfMatch", "IfNoneMatch"),
         ),
         Operation(
             "upsert" if v1 else "overwrite", "PUT", item,
@@ -104,7 +104,8 @@ def _item_operations(prefix: str, tag: str) -> list[Operation]:
             Success("Stored: revision 1 if new, else + 1.", "Record", etag=True) if v1
             else Success("Overwritten: revision + 1.", "Record", etag=True),
             (400, 404, 412, 413, 503),
-            parameters=("Key", "IfMatch"), body="WriteBody", description=put_description,
+            parameters=("Key", "IfMatch", "IfNoneMatchStar"), body="WriteBody",
+            description=put_description,
         ),
         Operation(
             "delete", "DELETE", item, handlers.delete,

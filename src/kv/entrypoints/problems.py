@@ -154,6 +154,13 @@ def describe(error: KVError, *, backend_timeout: float) -> tuple[int, str, str, 
             return 404, "Not Found", f"key {key!r} does not exist", _NONE
         case KeyExists():
             return 409, "Conflict", f"key {key!r} already exists", _NONE
+        case RevisionMismatch(expected=None, actual=None):
+            return (
+                412,
+                "Precondition Failed",
+                f"key {key!r} exists; the request required it absent",
+                _NONE,
+            )
         case RevisionMismatch(expected=None):
             return (
                 412,

@@ -1,13 +1,10 @@
 """Reading a request: its body, JSON, key, conditions and query, without building Starlette's
 Request (the hot path's cost) and without leaving the HTTP layer."""
 
-import json
-import math
 import re
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote_to_bytes
 
-import orjson
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import Receive, Scope
@@ -15,14 +12,18 @@ from starlette.types import Receive, Scope
 from kv.container import Settings
 from kv.domain.commands import ANY_REVISION, Condition
 from kv.domain.errors import InvalidKey
-from kv.domain.model import MAX_VALUE_DEPTH, NO_REVISION, Key, parse_key, validate_value
+from kv.domain.model import NO_REVISION, Key, parse_key
 from kv.domain.service import KVService
+from kv.entrypoints import bodies
+from kv.entrypoints.bodies import parse_json
 from kv.entrypoints.problems import BadRequest, PayloadTooLarge
 
-# orjson reads integers beyond 64 bits as floats; a run of 20+ digits sends the body to the
-# standard library, which keeps them exact.
-_LONG_DIGITS = re.compile(rb"[0-9]{20}")
 _NOT_UTF8 = "the key in the URL is not valid UTF-8"
+# If-None-Match on a read: `*` or a list of entity tags, weak or strong (RFC 9110 §8.8.3);
+# the opaque tags (`"3"`) are what a weak comparison compares.
+_ENTITY_TAG = r'\s*(?:W/)?("[\x21\x23-\x7e\x80-\xff]*")\s*'
+_ENTITY_TAGS = re.compile(f"{_ENTITY_TAG}(?:,{_ENTITY_TAG})*")
+_OPAQUE_TAGS = re.compile(_ENTITY_TAG)
 
 
 class Stream(Response):
@@ -91,23 +92,24 @@ class Call:
         self.key = raw_key
         return parse_key(raw_key)
 
-    def if_match(self) -> Condition:
-        """The condition of an `If-Match` header: a revision, `*`, or None without one."""
-        value = self.header(b"if-match")
-        if value is None:
-            return None
-        header = value.decode("latin-1")
-        tag = header.strip()
-        if tag == "*":
-            return ANY_REVISION
-        digits = tag[1:-1]
-        # isascii: str.isdigit() is also true for "²", which int() refuses.
-        if len(tag) > 2 and tag[0] == tag[-1] == '"' and digits.isascii() and digits.isdigit():
-            # No revision has 20 digits (they are 64-bit), and int() refuses more than 4300.
-            return int(digits) if len(digits.lstrip("0")) < 20 else NO_REVISION
-        if tag.startswith('W/"'):
-            return NO_REVISION  # a weak tag never matches: If-Match uses strong comparison
-        raise BadRequest(f'If-Match must be one entity tag such as "3" (or *), not {header!r}')
+    def conditions(self) -> tuple[Condition, str | None]:
+        """The request's `If-Match`, as a condition (None without one), and its
+        `If-None-Match` as sent (stripped; None without one), read in one pass over the
+        headers. Each may appear once: two lines of either are a 400, as a list is."""
+        if_match = if_none_match = None
+        for name, value in self.scope["headers"]:
+            if name == b"if-match":
+                if if_match is not None:
+                    raise BadRequest("the if-match header must appear at most once")
+                if_match = value
+            elif name == b"if-none-match":
+                if if_none_match is not None:
+                    raise BadRequest("the if-none-match header must appear at most once")
+                if_none_match = value
+        return (
+            None if if_match is None else if_match_condition(if_match.decode("latin-1")),
+            None if if_none_match is None else if_none_match.decode("latin-1").strip(),
+        )
 
     def query(self, allowed: tuple[str, ...]) -> dict[str, str]:
         """The query parameters, each at most once and each one of `allowed` (else 400)."""
@@ -128,24 +130,39 @@ class Call:
     async def body(self) -> bytes:
         """The whole body, refused with 413 as soon as it is known to exceed the limit.
 
-        Counted while it streams in, so a huge body is never held in memory.
+        Counted while it streams in, so a huge body is never held in memory; joined once at
+        the end (appending each chunk to the body so far copied it again and again).
         """
         limit = self.settings.max_body_bytes
         length = self.header(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             raise PayloadTooLarge(limit)
-        body = b""
+        chunks: list[bytes] = []
+        size = 0
         while True:
             message = await self.receive()
             if message["type"] != "http.request":
                 raise ClientDisconnect()
             chunk = message.get("body", b"")
             if chunk:
-                body = body + chunk if body else chunk
-                if len(body) > limit:
+                size += len(chunk)
+                if size > limit:
                     raise PayloadTooLarge(limit)
+                chunks.append(chunk)
             if not message.get("more_body", False):
-                return body
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def value_body(
+        self, allowed: tuple[str, ...], required: tuple[str, ...]
+    ) -> tuple[dict[str, Any], str]:
+        """The body, a JSON object with only `allowed` fields (`value` among them) and every
+        `required` one: its other fields, and `value` encoded as the JSON text to store.
+
+        The body and everything parsed from it but the returned fields are gone when this
+        returns, so that a request waiting for the backend holds only the encoded value
+        (README, Limits: 350k `[]` once held ~26 MiB per request).
+        """
+        return bodies.read_value_body(await self.body(), allowed, required)
 
     async def json_object(
         self, allowed: tuple[str, ...], required: tuple[str, ...]
@@ -153,60 +170,67 @@ class Call:
         """The body as a JSON object with only `allowed` fields and every `required` one."""
         body = await self.body()
         data = parse_json(body)
-        if not isinstance(data, dict):
-            raise BadRequest(f"the body must be a JSON object with the fields {', '.join(allowed)}")
-        unknown = [name for name in data if name not in allowed]
-        if unknown:
-            raise BadRequest(
-                f"unknown field(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(allowed)}"
-            )
-        missing = [name for name in required if name not in data]
-        if missing:
-            raise BadRequest(f"missing field(s) {', '.join(map(repr, missing))}")
+        bodies.check_fields(data, allowed, required)
         return data, body
 
 
-def parse_json(body: bytes) -> Any:
-    """Decode a request body strictly: UTF-8, one document, no NaN or Infinity."""
-    if not _LONG_DIGITS.search(body):
-        try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise BadRequest(f"the body is not valid JSON: {exc}") from None
-    try:
-        return json.loads(
-            body.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float
+def if_match_condition(header: str) -> Condition:
+    """The condition of an `If-Match` header: a revision, or `*`.
+
+    Entity tags compare strongly, character by character (RFC 9110 §8.8.3.2): only `"3"`
+    matches the ETag `"3"`; `"03"` and the weak `W/"3"` match no revision (412).
+    """
+    tag = header.strip()
+    if tag == "*":
+        return ANY_REVISION
+    digits = tag[1:-1]
+    # isascii: str.isdigit() is also true for "²", which int() refuses.
+    if len(tag) > 2 and tag[0] == tag[-1] == '"' and digits.isascii() and digits.isdigit():
+        # ETags are written without leading zeros; no revision has 20 digits (they are
+        # 64-bit), and int() refuses more than 4300.
+        if digits[0] == "0" or len(digits) >= 20:
+            return NO_REVISION
+        return int(digits)
+    if tag.startswith('W/"'):
+        return NO_REVISION  # a weak tag never matches: If-Match uses strong comparison
+    raise BadRequest(f'If-Match must be one entity tag such as "3" (or *), not {header!r}')
+
+
+def only_if_absent(if_none_match: str | None, if_match: Condition) -> bool:
+    """Whether a write's `If-None-Match` makes it create-only: `*`, and no `If-Match`.
+
+    A write takes no other If-None-Match (400): with a tag list it would mean "unless at one
+    of these revisions", which the backends cannot check atomically. With If-Match too, the
+    request could never succeed (the key would have to exist and be absent): 400 as well.
+    """
+    if if_none_match is None:
+        return False
+    if if_none_match != "*":
+        raise BadRequest(f"If-None-Match on a write must be * (create only), not {if_none_match!r}")
+    if if_match is not None:
+        raise BadRequest("If-Match and If-None-Match: * cannot both hold: send one of them")
+    return True
+
+
+NoneMatch = frozenset[str] | Literal["*"]
+"""A read's `If-None-Match`: `*`, or the opaque tags it lists (`'"3"'`)."""
+
+
+def none_match_tags(if_none_match: str) -> NoneMatch:
+    """The entity tags of a read's `If-None-Match` header; 400 when malformed."""
+    if if_none_match == "*":
+        return ANY_REVISION
+    if not _ENTITY_TAGS.fullmatch(if_none_match):
+        raise BadRequest(
+            f'If-None-Match must be * or entity tags such as "3", W/"4", not {if_none_match!r}'
         )
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise BadRequest(f"the body is not valid JSON: {exc}") from None
+    return frozenset(_OPAQUE_TAGS.findall(if_none_match))
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON value")
-
-
-def _finite_float(text: str) -> float:
-    number = float(text)
-    if math.isinf(number):
-        raise ValueError(f"the number {text[:40]} is too large to store")
-    return number
-
-
-def encode_value(value: Any, body: bytes) -> str:
-    """The compact JSON text stored for `value`, decoded from `body` (after the depth rule)."""
-    # A value cannot nest deeper than its body has brackets: most bodies need no walk.
-    if body.count(b"[") + body.count(b"{") > MAX_VALUE_DEPTH:
-        validate_value(value)
-    try:
-        return orjson.dumps(value).decode()
-    except orjson.JSONEncodeError:
-        # Integers beyond 64 bits, which orjson cannot write.
-        try:
-            text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-            text.encode("utf-8")
-        except (ValueError, RecursionError) as exc:
-            raise BadRequest(f"the value cannot be stored as JSON: {exc}") from None
-        return text
+def none_match(tags: NoneMatch, revision: int) -> bool:
+    """Whether a record at `revision` matches `tags`: a weak comparison (RFC 9110 §13.1.2),
+    so `W/"3"` matches the ETag `"3"` as `"3"` does."""
+    return tags == ANY_REVISION or f'"{revision}"' in tags
 
 
 def utf8_size(text: str) -> int:

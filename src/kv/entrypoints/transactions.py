@@ -21,9 +21,10 @@ from kv.domain.model import (
     parse_key,
     parse_ttl,
 )
+from kv.entrypoints.bodies import check_fields, encode_value
 from kv.entrypoints.handlers import JSON, record_json
 from kv.entrypoints.problems import BadRequest
-from kv.entrypoints.requests import Call, encode_value
+from kv.entrypoints.requests import Call
 
 # The fields of each kind of operation: all it allows, and those it requires.
 FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -51,14 +52,14 @@ async def transact(call: Call) -> Response:
 
 async def _parse(call: Call) -> Transaction:
     """The transaction in the body; its parsed JSON dies here, only encoded values live on."""
-    data, body = await call.json_object(("ops",), ("ops",))
+    data, _ = await call.json_object(("ops",), ("ops",))
     ops = data["ops"]
     if not isinstance(ops, list):
         raise BadRequest("ops must be an array of operations")
-    return Transaction(check_transaction([_operation(i, op, body) for i, op in enumerate(ops)]))
+    return Transaction(check_transaction([_operation(i, op) for i, op in enumerate(ops)]))
 
 
-def _operation(index: int, op: Any, body: bytes) -> TxnOp:
+def _operation(index: int, op: Any) -> TxnOp:
     """Operation `index` of the body, checked; a broken one is a 400 naming its index."""
     try:
         if not isinstance(op, dict):
@@ -66,24 +67,15 @@ def _operation(index: int, op: Any, body: bytes) -> TxnOp:
         kind = op.get("op")
         if not isinstance(kind, str) or kind not in FIELDS:
             raise InvalidInput(None, f"op must be one of {', '.join(FIELDS)}, not {kind!r}")
-        allowed, required = FIELDS[kind]
-        unknown = [name for name in op if name not in allowed]
-        if unknown:
-            raise InvalidInput(
-                None,
-                f"unknown field(s) {', '.join(map(repr, unknown))} in a {kind}; "
-                f"allowed: {', '.join(allowed)}",
-            )
-        missing = [name for name in required if name not in op]
-        if missing:
-            raise InvalidInput(None, f"missing field(s) {', '.join(map(repr, missing))}")
+        check_fields(op, *FIELDS[kind])
         key = parse_key(op["key"])
         match kind:
             case "create":
-                return TxnCreate(key, _value(op, body), parse_ttl(op.get("ttl")))
+                return TxnCreate(key, encode_value(op["value"]), parse_ttl(op.get("ttl")))
             case "put":
                 expected = _revision(op.get("if_revision"), "if_revision")
-                return TxnPut(key, _value(op, body), expected, parse_ttl(op.get("ttl")))
+                value = encode_value(op["value"])
+                return TxnPut(key, value, expected, parse_ttl(op.get("ttl")))
             case "delete":
                 return TxnDelete(key, _revision(op.get("if_revision"), "if_revision"))
             case "get":
@@ -94,10 +86,6 @@ def _operation(index: int, op: Any, body: bytes) -> TxnOp:
         rule = exc.rule if isinstance(exc, InvalidInput) else exc.detail
         named = exc.key if isinstance(exc, InvalidInput) else None
         raise InvalidInput(named, f"operation {index}: {rule}", index=index) from None
-
-
-def _value(op: dict[str, Any], body: bytes) -> str:
-    return encode_value(op["value"], body)
 
 
 def _revision(value: object, name: str) -> int | None:

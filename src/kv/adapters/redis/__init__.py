@@ -1,0 +1,69 @@
+"""The Redis backend, standalone or Cluster, over `redis.asyncio`.
+
+- repository.py: the port's operations;
+- pipeline.py: concurrent calls share round trips on a standalone Redis;
+- deadline.py: a timeout that measures Redis, not kv's own event loop;
+- compat.py: the redis-py members kv drives directly, checked when the adapter opens.
+
+Reconnecting: the standalone pool replaces a connection the server closed when it next hands
+it out, so the first request after Redis returns succeeds. redis-py 8.1 skips that check while
+"maintenance notifications" are on (their default is "auto"), so they are turned off here; kv
+does not use them. The cluster client does not check idle connections: after a node restarts,
+the writes already on their way over its old connections get 503, and the client then drops
+that node's idle connections and reloads the cluster layout.
+"""
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from kv.adapters.redis.compat import check_redis_py, maint_notifications_off
+from kv.adapters.redis.repository import RedisRepository
+
+__all__ = ["RedisRepository", "open_redis_repository"]
+
+
+async def open_redis_repository(
+    url: str,
+    prefix: str,
+    cluster: bool,
+    timeout: float,  # noqa: ASYNC109 (bounds each Redis call the client makes, not this one)
+) -> AsyncIterator[RedisRepository]:
+    """The Resource the container starts: the clients for `url`, closed on the way out.
+
+    Every call as a whole is bounded by `timeout` (a call may connect, authenticate and, on
+    NOSCRIPT, load a script: several socket operations), and so is every socket operation
+    redis-py does on its own, but for the pipeliner's replies, which its batch's deadline
+    bounds (see pipeline.py).
+    """
+    check_redis_py()
+    options: dict[str, Any] = {
+        "decode_responses": True,
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "retry": Retry(NoBackoff(), 0),
+        "maint_notifications_config": maint_notifications_off(),
+    }
+    pipeline_client: Redis | None = None
+    if cluster:
+        client: Redis | RedisCluster = RedisCluster.from_url(url, **options)
+    else:
+        client = Redis.from_url(url, **options)
+        pipeline_client = Redis.from_url(url, **{**options, "socket_timeout": None})
+    repository = RedisRepository(
+        client, prefix=prefix, timeout=timeout, pipeline_client=pipeline_client
+    )
+    try:
+        await repository.prepare()
+        yield repository
+    finally:
+        try:
+            await repository.aclose()
+        finally:
+            await client.aclose()
+            if pipeline_client is not None:
+                await pipeline_client.aclose()

@@ -5,6 +5,7 @@ test holds the event loop (as validating a large body does) past the deadline.
 """
 
 import asyncio
+import contextlib
 import socket
 import threading
 import time
@@ -27,8 +28,18 @@ def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
     redis_side.close()
 
 
+def send_in(seconds: float, peer: socket.socket, data: bytes) -> None:
+    """Have Redis's side send `data` in `seconds` (from a thread, whatever the loop does)."""
+
+    def send() -> None:
+        with contextlib.suppress(OSError):  # the test is over and closed the pair
+            peer.sendall(data)
+
+    threading.Timer(seconds, send).start()
+
+
 def answer_in(seconds: float, peer: socket.socket) -> None:
-    threading.Timer(seconds, peer.sendall, args=(b"+OK\r\n",)).start()
+    send_in(seconds, peer, b"+OK\r\n")
 
 
 async def read(ours: socket.socket) -> bytes:
@@ -91,7 +102,7 @@ async def test_an_answer_coming_in_parts_is_read_but_not_for_ever(
         deadline = RedisDeadline(TIMEOUT)
         async with deadline:
             while True:  # a reply every 10 ms
-                threading.Timer(0.01, peer.sendall, args=(b"+",)).start()
+                send_in(0.01, peer, b"+")
                 await read(ours)
                 deadline.progress()
 

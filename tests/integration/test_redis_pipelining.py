@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from kv.adapters.redis import RedisRepository, upkeep
 from kv.adapters.redis import pipeline as adapter
 from kv.container import Settings, build_container, start_service, stop_service
 from kv.domain.errors import Failure, StorageUnavailable
@@ -159,18 +160,20 @@ async def test_a_batch_answers_like_its_calls_made_one_after_the_other(
 async def test_scripts_forgotten_mid_traffic_are_loaded_and_batches_still_answer_in_order(
     redis_server: RedisServer, batches: list[int]
 ) -> None:
-    # After NOSCRIPT the script calls of a batch run again after the others: reads and
-    # creates use other keys here, so the model's order still holds for every key.
+    # After NOSCRIPT the script calls of a batch run again after the others (every write is a
+    # script): the reads use other keys here, so the model's order still holds for every key.
     rng = random.Random(7)
     model = Model()
     async with repository_on(url_of(redis_server), unique_prefix()) as repository:
+        for key in ("r1", "r2"):
+            assert await repository.create(Key(key), '"r"') == model.create(key, '"r"')
         with redis_server.client() as raw:
             for _ in range(10):
                 raw.script_flush()
                 operations = [
-                    random_operation(rng, ["s1", "s2"], ["replace", "upsert", "delete"])
+                    random_operation(rng, ["s1", "s2"], ["create", "replace", "upsert", "delete"])
                     for _ in range(30)
-                ] + [random_operation(rng, ["r1", "r2"], ["get", "create"]) for _ in range(10)]
+                ] + [random_operation(rng, ["r1", "r2", "r3"], ["get"]) for _ in range(10)]
                 rng.shuffle(operations)
                 answers, expected = await run_round(repository, model, operations)
                 assert answers == expected, operations
@@ -261,13 +264,18 @@ class CuttingRelay:
 
 
 async def test_a_cut_connection_resends_the_reads_once_and_never_the_writes(
-    redis_server: RedisServer, batches: list[int]
+    redis_server: RedisServer, batches: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The relay cuts the next reply whoever it is for: keep the adapter's background work
+    # (the sweeper, the check for an index to build) off the wire meanwhile.
+    monkeypatch.setattr(upkeep, "SWEEP_SECONDS", 3600.0)
     prefix = unique_prefix()
     async with (
         CuttingRelay(redis_server.port) as relay,
         repository_on(relay.url, prefix) as repository,
     ):
+        assert isinstance(repository, RedisRepository)
+        await repository.upkeep.indexed()
         await repository.create(Key("read"), "1")
         relay.cuts = 1
         read, write = await asyncio.gather(
@@ -385,7 +393,7 @@ async def test_closing_fails_pending_calls_in_time_and_leaves_no_task(
         assert time.monotonic() - start < TIMEOUT + SLACK
         answers = await asyncio.gather(*pending, return_exceptions=True)
         assert all(isinstance(answer, StorageUnavailable) for answer in answers)
-        assert asyncio.all_tasks() == tasks_before  # no flusher left behind
+        assert asyncio.all_tasks() <= tasks_before  # no flusher left behind
         with pytest.raises(StorageUnavailable, match="shutting_down"):
             await repository.get(Key("k1"))
     finally:

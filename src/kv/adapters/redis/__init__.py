@@ -1,8 +1,11 @@
 """The Redis backend, standalone or Cluster, over `redis.asyncio`.
 
-- repository.py: the port's operations;
-- pipeline.py: concurrent calls share round trips on a standalone Redis;
+- layout.py: where records, kv's entries (index, expiry) and the change channel live;
+- scripts.py: the Lua scripts, one atomic step each;
+- repository.py: the port's operations on top of them;
+- calls.py: how a call reaches Redis (pipeline.py on a standalone server), within the timeout;
 - deadline.py: a timeout that measures Redis, not kv's own event loop;
+- feed.py: the change feed's subscription; upkeep.py: the sweeper, clear and reindex;
 - compat.py: the redis-py members kv drives directly, checked when the adapter opens.
 
 Reconnecting: the standalone pool replaces a connection the server closed when it next hands
@@ -13,11 +16,12 @@ the writes already on their way over its old connections get 503, and the client
 that node's idle connections and reloads the cluster layout.
 """
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -33,7 +37,8 @@ async def open_redis_repository(
     cluster: bool,
     timeout: float,  # noqa: ASYNC109 (bounds each Redis call the client makes, not this one)
 ) -> AsyncIterator[RedisRepository]:
-    """The Resource the container starts: the clients for `url`, closed on the way out.
+    """The Resource the container starts: the clients for `url`, the expiry sweeper, all
+    closed on the way out.
 
     Every call as a whole is bounded by `timeout` (a call may connect, authenticate and, on
     NOSCRIPT, load a script: several socket operations), and so is every socket operation
@@ -54,14 +59,41 @@ async def open_redis_repository(
     else:
         client = Redis.from_url(url, **options)
         pipeline_client = Redis.from_url(url, **{**options, "socket_timeout": None})
+
+    async def feed_client(node: ClusterNode | None) -> Redis:
+        """A client of its own for a change feed to `node` (None: the standalone server), on
+        one connection, replies left as bytes."""
+        connection_class: Any
+        if node is not None:
+            connection_class, kwargs = node.connection_class, node.connection_kwargs
+        else:
+            assert isinstance(client, Redis)
+            own = client.connection_pool
+            connection_class, kwargs = own.connection_class, own.connection_kwargs
+        pool = ConnectionPool(
+            connection_class=connection_class,
+            max_connections=1,
+            # No socket timeout: a timer per reply made reading 16,384 subscription replies
+            # ten times slower; the feed bounds every wait itself (see feed.py).
+            **{**kwargs, "decode_responses": False, "socket_timeout": None},
+        )
+        return Redis.from_pool(pool)
+
     repository = RedisRepository(
-        client, prefix=prefix, timeout=timeout, pipeline_client=pipeline_client
+        client,
+        prefix=prefix,
+        timeout=timeout,
+        pipeline_client=pipeline_client,
+        feed_client=feed_client,
     )
+    sweeper: asyncio.Task[None] | None = None
     try:
         await repository.prepare()
+        sweeper = asyncio.get_running_loop().create_task(repository.upkeep.sweep_forever())
         yield repository
     finally:
         try:
+            await repository.upkeep.stop(*([sweeper] if sweeper is not None else []))
             await repository.aclose()
         finally:
             await client.aclose()

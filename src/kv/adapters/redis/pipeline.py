@@ -140,9 +140,7 @@ class Pipeliner:
             command = tuple(
                 arg.encode(*self._encoding) if isinstance(arg, str) else arg for arg in command
             )
-        # hiredis's stub types the argument as a tuple of one element; it takes any length.
-        packed: bytes = hiredis.pack_command(command)  # type: ignore[arg-type]
-        return packed
+        return pack(command)
 
     def _start_flusher(self) -> None:
         """Start one more flusher if the bound allows and none is about to take a batch."""
@@ -331,3 +329,10 @@ async def _exchange(
         deadline.progress()
         if slot is not None:
             replies[slot] = reply
+
+
+def pack(command: Command) -> bytes:
+    """`command` in the Redis protocol, text as UTF-8."""
+    # hiredis's stub types the argument as a tuple of one element; it takes any length.
+    packed: bytes = hiredis.pack_command(command)  # type: ignore[arg-type]
+    return packed

@@ -1,89 +1,57 @@
-"""The Redis backend, standalone or Cluster, over `redis.asyncio`.
+"""The Redis repository: the port's operations, each one command or one script.
 
-Layout: one Redis string per record, at `<prefix><key>`, holding `<revision>:<value>`
-(`kv:config/db` -> `3:{"host":"db1"}`). Value and revision sit in one string so they change
-together, a read is one GET that returns both, and create is a plain `SET ... NX`. The other
-writes are Lua scripts that read only the revision at the head of the string (GETRANGE, so a
-1 MB value is not copied to learn its revision) and touch exactly one key, so they run on
-whichever cluster node owns that key.
-
-No retries of writes: redis-py retries a failed command by default (10 times, with backoff),
-which would break the time bound and re-send writes that may already have been applied: a
-retried create would report its own write as "exists", a retried upsert would count twice. A
-failure is StorageUnavailable (503), and for a write its outcome is unknown. Reads are sent a
-second time after a connection error, as they change nothing.
-
-Reconnecting: the standalone pool replaces a connection the server closed when it next hands
-it out, so the first request after Redis returns succeeds. redis-py 8.1 skips that check while
-"maintenance notifications" are on (their default is "auto"), so they are turned off here; kv
-does not use them. The cluster client does not check idle connections: after a node restarts,
-the writes already on their way over its old connections get 503, and the client then drops
-that node's idle connections and reloads the cluster layout.
-
-The cluster keeps one round trip per command. Its pipeline would cut the adapter's CPU per
-call about fourfold (measured: ~96 us per call one by one, ~24 us in ClusterPipeline batches of
-50), but on a connection error it only hands the error back: it does not reset that node's
-connections, move the node last or reload the layout, as the per-command path does and as the
-recovery described above relies on. Doing that here would mean driving redis-py internals.
+A read is one GET of the record string (Redis drops an expired record by itself, so a GET never
+returns one). Every write is one script (scripts.py) that checks, writes the record, keeps its
+entries in step and publishes the change, atomically. A listing page is one script on a
+standalone Redis (the index range and the records together: one consistent read) and one per
+master on a Cluster, merged here by key. A transaction is one script over its keys, which on a
+Cluster must share a slot.
 """
 
 import asyncio
-from collections.abc import Awaitable
+import contextlib
+import heapq
+import itertools
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import Any
 
 from loguru import logger
 from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
-from redis.commands.core import AsyncScript
-from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 
-from kv.adapters.redis.deadline import RedisDeadline
-from kv.adapters.redis.errors import FAILURES, unavailable
-from kv.adapters.redis.pipeline import Command, Pipeliner
-from kv.domain.model import Record, Stale
+from kv.adapters.redis import scripts
+from kv.adapters.redis.calls import Calls
+from kv.adapters.redis.errors import FAILURES
+from kv.adapters.redis.feed import Subscription, feed
+from kv.adapters.redis.layout import Layout, parse_record
+from kv.adapters.redis.upkeep import Upkeep
+from kv.domain.errors import ChangesLost, Failure, StorageUnavailable, TransactionSpansSlots
+from kv.domain.model import (
+    Change,
+    Entry,
+    Key,
+    Page,
+    Record,
+    Stale,
+    TxnAbort,
+    TxnCheck,
+    TxnCreate,
+    TxnDelete,
+    TxnFailure,
+    TxnGet,
+    TxnOp,
+    TxnPut,
+    TxnResult,
+)
 
-# Every script answers with an integer: the new (or last) revision on success, minus the current
-# revision when it differs from the expected one (ARGV's '' means "any"), nil when the key is
-# absent. Revisions are compared as text so that any expected revision a client sends, however
-# large, is compared exactly rather than as a Lua float.
-_HEAD = """
-local head = redis.call('GETRANGE', KEYS[1], 0, 20)
-"""
-_CURRENT = """
-local current = string.sub(head, 1, string.find(head, ':', 1, true) - 1)
-"""
+# Listing while slots move: groups a master no longer has that are read one by one (more
+# means the layout changed: it is read again), and the pause before a page is asked again.
+MAX_STRAY_GROUPS = 16
+MOVING_PAUSE = 0.05
 
-REPLACE_SCRIPT = f"""-- kv replace: KEYS[1] record, ARGV[1] value, ARGV[2] expected revision or ''
-{_HEAD}
-if head == '' then return false end
-{_CURRENT}
-if ARGV[2] ~= '' and ARGV[2] ~= current then return -tonumber(current) end
-local revision = tonumber(current) + 1
-redis.call('SET', KEYS[1], string.format('%d:', revision) .. ARGV[1])
-return revision
-"""
-
-UPSERT_SCRIPT = f"""-- kv upsert: KEYS[1] record, ARGV[1] value
-{_HEAD}
-local revision = 1
-if head ~= '' then
-{_CURRENT}
-  revision = tonumber(current) + 1
-end
-redis.call('SET', KEYS[1], string.format('%d:', revision) .. ARGV[1])
-return revision
-"""
-
-DELETE_SCRIPT = f"""-- kv delete: KEYS[1] record, ARGV[1] expected revision or ''
-{_HEAD}
-if head == '' then return false end
-{_CURRENT}
-if ARGV[1] ~= '' and ARGV[1] ~= current then return -tonumber(current) end
-redis.call('DEL', KEYS[1])
-return tonumber(current)
-"""
-
-SCAN_BATCH = 1000
+FeedClient = Callable[[ClusterNode | None], Awaitable[Redis]]
+"""Opens a client for a change feed to a master (None: the standalone server): a connection
+of its own, replies left as bytes."""
 
 
 class RedisRepository:
@@ -94,108 +62,196 @@ class RedisRepository:
         prefix: str,
         timeout: float,
         pipeline_client: Redis | None = None,
+        feed_client: FeedClient | None = None,
+        publish: bool = True,
     ) -> None:
         """`pipeline_client`: the standalone pipeliner's own client (its pool without a socket
-        timeout, see pipeline.py)."""
-        self._client = client
+        timeout); `feed_client`: opens the change feed's; `publish` False only to measure
+        what publishing changes costs (nobody could watch)."""
         self._cluster = isinstance(client, RedisCluster)
-        self._prefix = prefix
-        self._timeout = timeout
-        self._execute = client.execute_command
-        # Each Script runs by EVALSHA and, on NOSCRIPT (a restarted or new node), loads itself
-        # again and re-runs: safe, as a NOSCRIPT reply means the script did not run.
-        self._replace = client.register_script(REPLACE_SCRIPT)
-        self._upsert = client.register_script(UPSERT_SCRIPT)
-        self._delete = client.register_script(DELETE_SCRIPT)
-        self._match = _glob_escape(prefix) + "*"
-        self._pipeliner = None
-        if pipeline_client is not None:
-            sources = {REPLACE_SCRIPT: self._replace, UPSERT_SCRIPT: self._upsert}
-            sources[DELETE_SCRIPT] = self._delete
-            scripts = {script.sha: source for source, script in sources.items()}
-            self._pipeliner = Pipeliner(pipeline_client, scripts=scripts, timeout=timeout)
-
-    async def get(self, key: str) -> Record | None:
-        stored: str | None = await self._command(key, "GET", self._prefix + key, write=False)
-        if stored is None:
-            return None
-        revision, _, value = stored.partition(":")
-        return Record(key, value, int(revision))
-
-    async def create(self, key: str, value: str) -> Record | None:
-        created = await self._command(
-            key, "SET", self._prefix + key, "1:" + value, "NX", write=True
+        self._layout = Layout(prefix, cluster=self._cluster)
+        self._scripts = scripts.build(prefix, cluster=self._cluster, publish=publish)
+        self._calls = Calls(
+            client,
+            layout=self._layout,
+            scripts=self._scripts,
+            timeout=timeout,
+            pipeline_client=pipeline_client,
         )
-        return Record(key, value, 1) if created else None
+        self._client = client
+        self._timeout = timeout
+        self._feed_client = feed_client
+        self._upkeep = Upkeep(self._calls, self._scripts, self._layout)
+        self._standalone = self._layout.structures("")
+
+    @property
+    def upkeep(self) -> Upkeep:
+        return self._upkeep
+
+    # --- single keys ------------------------------------------------------------------------
+
+    async def get(self, key: Key) -> Record | None:
+        stored = await self._calls.command(key, "GET", self._layout.record(key), write=False)
+        return None if stored is None else parse_record(key, stored)
+
+    async def create(self, key: Key, value: str, *, ttl_ms: int | None = None) -> Record | None:
+        expires_at = await self._write(key, self._scripts.create, value, _ttl(ttl_ms))
+        return None if expires_at is None else Record(key, value, 1, expires_at or None)
 
     async def replace(
-        self, key: str, value: str, *, expected_revision: int | None = None
+        self,
+        key: Key,
+        value: str,
+        *,
+        expected_revision: int | None = None,
+        ttl_ms: int | None = None,
     ) -> Record | Stale | None:
         expected = "" if expected_revision is None else str(expected_revision)
-        revision: int | None = await self._script(key, self._replace, value, expected)
-        if revision is None:
+        answer = await self._write(key, self._scripts.replace, value, expected, _ttl(ttl_ms))
+        if answer is None:
             return None
-        if revision < 0:
-            return Stale(-revision)
-        return Record(key, value, revision)
+        if isinstance(answer, int):
+            return Stale(-answer)
+        revision, expires_at = answer
+        return Record(key, value, revision, expires_at or None)
 
-    async def upsert(self, key: str, value: str) -> Record:
-        revision: int = await self._script(key, self._upsert, value)
-        return Record(key, value, revision)
+    async def upsert(self, key: Key, value: str, *, ttl_ms: int | None = None) -> Record:
+        revision, expires_at = await self._write(key, self._scripts.upsert, value, _ttl(ttl_ms))
+        return Record(key, value, revision, expires_at or None)
 
-    async def delete(self, key: str, *, expected_revision: int | None = None) -> int | Stale | None:
+    async def delete(self, key: Key, *, expected_revision: int | None = None) -> int | Stale | None:
         expected = "" if expected_revision is None else str(expected_revision)
-        revision: int | None = await self._script(key, self._delete, expected)
+        revision: int | None = await self._write(key, self._scripts.delete, expected)
         if revision is not None and revision < 0:
             return Stale(-revision)
         return revision
 
-    def _command(self, key: str, *args: str, write: bool) -> Awaitable[Any]:
-        """One command on `key`: pipelined on a standalone Redis, on its own on a cluster."""
-        if self._pipeliner is not None:
-            return self._pipeliner.send(key, args, write=write)
-        return self._call(key, self._execute(*args) if write else self._read(*args), write=write)
+    def _write(self, key: str, source: str, *args: str) -> Awaitable[Any]:
+        record = self._layout.record(key)
+        return self._calls.script(key, source, (*self._group_of(record), record), args)
 
-    def _script(self, key: str, script: AsyncScript, *args: str) -> Awaitable[Any]:
-        """One run of a write script on `key` (see `_command`)."""
-        if self._pipeliner is not None:
-            command: Command = ("EVALSHA", script.sha, 1, self._prefix + key, *args)
-            return self._pipeliner.send(key, command, write=True)
-        return self._call(key, script((self._prefix + key,), args), write=True)
+    def _group_of(self, record: str) -> tuple[str, str, str]:
+        if not self._cluster:
+            return self._standalone
+        return self._layout.structures(self._layout.tag_of(record))
+
+    # --- listing and transactions -----------------------------------------------------------
+
+    async def list(self, prefix: str, *, after: str | None, limit: int, values: bool) -> Page:
+        await self._upkeep.indexed()
+        # ZRANGE BYLEX bounds: from just after `after` (or the prefix itself) to just before
+        # prefix + 0xFF, a byte no UTF-8 text contains, so every key with the prefix is below.
+        low: str | bytes = "[" + prefix if prefix else "-"
+        if after is not None and after >= prefix:
+            low = "(" + after
+        high: str | bytes = b"(" + prefix.encode() + b"\xff" if prefix else "+"
+        args = (low, high, str(limit), "1" if values else "")
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self._timeout
+        while True:
+            pages = await self._pages(args, values=values)
+            if pages is not None:
+                merged = list(itertools.islice(heapq.merge(*pages, key=_key), limit + 1))
+                return Page(merged[:limit], more=len(merged) > limit)
+            # A slot is moving between masters (a reshard): a page cannot be read whole
+            # now. Ask again shortly, with the layout read anew, within the timeout.
+            self._calls.forget_groups()
+            if loop.time() + MOVING_PAUSE > give_up:
+                raise StorageUnavailable("redis", Failure.REFUSED)
+            await asyncio.sleep(MOVING_PAUSE)
+
+    async def _pages(
+        self, args: tuple[str | bytes, ...], *, values: bool
+    ) -> Sequence[Sequence[Entry]] | None:
+        """Every master's page (each in key order), or None when a slot is moving.
+
+        A group whose index a master does not have (a slot that moved away, or is moving) is
+        read apart, through the Cluster's routing, which finds the node that has it now.
+        """
+        calls, source = self._calls, self._scripts.list
+        answers = await asyncio.gather(
+            *(
+                calls.on_master(node, source, (*args, *tags), write=False)
+                for node, tags in await calls.groups()
+            )
+        )
+        if any(answer[0] == 0 for answer in answers):
+            return None
+        stray = [tag for answer in answers for tag in answer[2 : 2 + answer[1]]]
+        if len(stray) > MAX_STRAY_GROUPS:
+            return None  # the layout changed more than a slot: read it again first
+        answers += await asyncio.gather(
+            *(
+                calls.script(
+                    None, source, self._layout.structures(tag)[:1], (*args, tag), write=False
+                )
+                for tag in stray
+            )
+        )
+        if any(answer[0] == 0 or answer[1] for answer in answers):
+            return None
+        return [_entries(answer, values=values) for answer in answers]
+
+    async def transact(self, operations: Sequence[TxnOp]) -> Sequence[TxnResult] | TxnAbort:
+        records = [self._layout.record(op.key) for op in operations]
+        if self._cluster:
+            slots = [self._client.keyslot(record) for record in records]  # type: ignore[union-attr]
+            for index, slot in enumerate(slots):
+                if slot != slots[0]:
+                    raise TransactionSpansSlots(operations[index].key, index=index)
+        args = [part for op in operations for part in _txn_args(op)]
+        keys = (*self._group_of(records[0]), *records)
+        answer = await self._calls.script(None, self._scripts.transact, keys, args)
+        if answer[0] == 0:
+            _, index, reason = answer
+            return TxnAbort(index, TxnFailure(reason))
+        return [_txn_result(op, result) for op, result in zip(operations, answer[1], strict=True)]
+
+    # --- changes ----------------------------------------------------------------------------
+
+    async def changes(self) -> AsyncGenerator[Sequence[Change], None]:
+        """One subscription per master (see feed.py)."""
+        feed_client = self._feed_client
+        if feed_client is None:
+            raise StorageUnavailable("redis", Failure.REFUSED)
+        layout, timeout = self._layout, self._timeout
+
+        def opener(
+            node: ClusterNode | None, tags: list[str]
+        ) -> Callable[[], Awaitable[Subscription]]:
+            async def open_one() -> Subscription:
+                client = await feed_client(node)
+                channels = [layout.channel(tag) for tag in tags]
+                return Subscription(client, channels, sharded=self._cluster, timeout=timeout)
+
+            return open_one
+
+        try:
+            groups = await self._calls.groups()
+            async with contextlib.aclosing(
+                feed([opener(node, tags) for node, tags in groups])
+            ) as changes:
+                async for batch in changes:
+                    yield batch
+        except (StorageUnavailable, ChangesLost):
+            # A master went away or a slot moved: the next feed reads the layout again.
+            self._calls.forget_groups()
+            raise
+
+    # --- the rest ---------------------------------------------------------------------------
 
     async def clear(self) -> None:
-        """Delete every key under the prefix, SCAN batch by SCAN batch, on every master.
-
-        Each round trip has the time bound, not the whole clear, which may take long on a big
-        store. Keys written while it runs may survive it.
-        """
-        if isinstance(self._client, RedisCluster):
-            await self._call(None, self._client.initialize())
-            for node in self._client.get_primaries():
-                await self._clear_node(node)
-        else:
-            await self._clear_node(None)
-
-    async def _clear_node(self, node: Any) -> None:
-        cursor = 0
-        options: dict[str, Any] = {} if node is None else {"target_nodes": node}
-        while True:
-            scan = self._read("SCAN", cursor, "MATCH", self._match, "COUNT", SCAN_BATCH, **options)
-            cursor, keys = await self._call(None, scan, write=True)
-            if node is not None:  # the cluster client answers {node name: cursor}
-                cursor = cursor[node.name]
-            if keys:
-                await self._call(None, self._client.unlink(*keys), write=True)
-            if cursor == 0:
-                return
+        """Delete every key under the prefix, and kv's entries (see Upkeep.clear)."""
+        await self._upkeep.clear()
 
     async def ping(self) -> None:
         # On a cluster, ready means every master answers: a key on a silent one would get 503.
         options = {"target_nodes": RedisCluster.PRIMARIES} if self._cluster else {}
-        await self._call(None, self._read("PING", **options))
+        await self._calls.call(None, self._calls.read("PING", **options))
 
     async def prepare(self) -> None:
-        """Learn the cluster's layout and load the scripts before the first request.
+        """Learn the cluster's layout and load the scripts before the first request, then make
+        sure every record is indexed (in the background).
 
         Best effort: a Redis that is down at start-up only delays this to the first calls,
         which do it themselves, so the service starts and answers 503 meanwhile.
@@ -204,42 +260,58 @@ class RedisRepository:
             async with asyncio.timeout(self._timeout):
                 if isinstance(self._client, RedisCluster):
                     await self._client.initialize()
-                for script in (REPLACE_SCRIPT, UPSERT_SCRIPT, DELETE_SCRIPT):
-                    await self._client.script_load(script)
-        except FAILURES as exc:
+                for source in self._calls.sources.values():
+                    await self._client.script_load(source)
+        except (*FAILURES, StorageUnavailable) as exc:
             logger.warning("Redis is not reachable yet ({}); requests get 503 until it is", exc)
+        self._upkeep.start()
 
     async def aclose(self) -> None:
         """Let the calls already made finish or fail (within the timeout); refuse new ones."""
-        if self._pipeliner is not None:
-            await self._pipeliner.aclose()
-
-    async def _read(self, *args: Any, **options: Any) -> Any:
-        """Run a command that changes nothing, once more if its connection turned out dead."""
-        try:
-            return await self._execute(*args, **options)
-        except RedisConnectionError:
-            return await self._execute(*args, **options)
-
-    async def _call(self, key: str | None, command: Awaitable[Any], *, write: bool = False) -> Any:
-        """Await one Redis call within the time bound; any failure is StorageUnavailable."""
-        try:
-            async with RedisDeadline(self._timeout):  # measures Redis, not kv's loop
-                return await command
-        except FAILURES as exc:
-            raise unavailable(exc, key, write=write) from exc
-        except Exception as exc:
-            if not self._cluster:
-                raise
-            # When a node restarts under concurrent load, redis-py's cluster client can fail
-            # from inside its connection handling with whatever the moment gives: uvloop's
-            # RuntimeError for a write to a closed transport (`kv serve` runs uvloop; asyncio's
-            # own loop raises nothing there), an AttributeError on a connection another task
-            # has just torn down. tests/integration/test_faults_under_load.py met both as
-            # 500s. From that client, any failure of a call means the call failed.
-            raise unavailable(exc, key, write=write) from exc
+        await self._calls.aclose()
 
 
-def _glob_escape(text: str) -> str:
-    """`text` as a literal in a SCAN MATCH pattern."""
-    return "".join("\\" + char if char in "*?[]\\" else char for char in text)
+def _key(entry: Entry) -> str:
+    return entry.key
+
+
+def _ttl(ttl_ms: int | None) -> str:
+    return "" if ttl_ms is None else str(ttl_ms)
+
+
+def _entries(answer: list[Any], *, values: bool) -> list[Entry]:
+    """The entries of a page script's answer: [1, n, n tags, key, revision, expiry, value, ...]."""
+    return [
+        Entry(answer[i], answer[i + 1], answer[i + 2] or None, answer[i + 3] if values else None)
+        for i in range(2 + answer[1], len(answer), 4)
+    ]
+
+
+def _txn_args(op: TxnOp) -> tuple[str, str, str, str]:
+    """An operation as the transaction script takes it: kind, value, expected, ttl."""
+    match op:
+        case TxnCreate(_, value, ttl_ms):
+            return ("c", value, "", _ttl(ttl_ms))
+        case TxnPut(_, value, expected, ttl_ms):
+            return ("p", value, "" if expected is None else str(expected), _ttl(ttl_ms))
+        case TxnDelete(_, expected):
+            return ("d", "", "" if expected is None else str(expected), "")
+        case TxnGet():
+            return ("g", "", "", "")
+        case TxnCheck(_, revision):
+            return ("k", "", "" if revision is None else str(revision), "")
+    raise AssertionError(f"not an operation: {op!r}")
+
+
+def _txn_result(op: TxnOp, result: Any) -> TxnResult:
+    match op:
+        case TxnCreate(key, value) | TxnPut(key, value):
+            revision, expires_at = result
+            return Record(key, value, revision, expires_at or None)
+        case TxnGet(key):
+            if result is None:
+                return None
+            revision, expires_at, value = result
+            return Record(key, value, revision, expires_at or None)
+        case _:
+            return result  # type: ignore[no-any-return]

@@ -139,9 +139,32 @@ local result = false
 CREATE = (
     _ONE_RECORD
     + """
-if not live(S, rkey, key) then result = write(S, rkey, key, ARGV[1], '1', ARGV[2], '', true) end
+-- SET NX first: Redis's own expiry makes an expired record absent to it, and a create that
+-- finds the key taken (the common conflict) costs one command.
+local value, ttl = ARGV[1], ARGV[2]
+local stored, expires_at, at = '1:' .. value, '', nil
+if ttl ~= '' then
+  at = now() + tonumber(ttl)
+  expires_at = string.format('%d', at)
+  stored = '1,' .. expires_at .. ':' .. value
+end
+local created
+if at then
+  created = redis.call('SET', rkey, stored, 'NX', 'PXAT', string.format('%d', at - 1))
+else
+  created = redis.call('SET', rkey, stored, 'NX')
+end
+if not created then return false end
+local pending = redis.call('HGET', S[3], key)
+if pending then forget(S, key, pending) end  -- an expiry not announced yet: first
+if at then
+  redis.call('ZADD', S[2], expires_at, key)
+  redis.call('HSET', S[3], key, '1')
+end
+redis.call('ZADD', S[1], 0, key)
+note(S, 'p', key, '1', expires_at, value)
 publish()
-return result
+return tonumber(expires_at) or 0
 """
 )
 

@@ -36,6 +36,8 @@ async def open_redis_repository(
     prefix: str,
     cluster: bool,
     timeout: float,  # noqa: ASYNC109 (bounds each Redis call the client makes, not this one)
+    *,
+    publish: bool = True,
 ) -> AsyncIterator[RedisRepository]:
     """The Resource the container starts: the clients for `url`, the expiry sweeper, all
     closed on the way out.
@@ -43,7 +45,8 @@ async def open_redis_repository(
     Every call as a whole is bounded by `timeout` (a call may connect, authenticate and, on
     NOSCRIPT, load a script: several socket operations), and so is every socket operation
     redis-py does on its own, but for the pipeliner's replies, which its batch's deadline
-    bounds (see pipeline.py).
+    bounds (see pipeline.py). `publish` False only to measure what publishing changes costs
+    (bench/redis_features.py): nobody could watch.
     """
     check_redis_py()
     options: dict[str, Any] = {
@@ -85,6 +88,7 @@ async def open_redis_repository(
         timeout=timeout,
         pipeline_client=pipeline_client,
         feed_client=feed_client,
+        publish=publish,
     )
     sweeper: asyncio.Task[None] | None = None
     try:

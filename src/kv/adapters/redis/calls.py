@@ -36,8 +36,9 @@ from kv.adapters.redis.pipeline import Command, Pipeliner
 from kv.adapters.redis.scripts import Scripts
 from kv.domain.errors import Failure, StorageUnavailable
 
-Group = tuple[ClusterNode | None, list[str]]
-"""A master (None: the standalone server) and the tags of the groups it holds."""
+Group = tuple[ClusterNode | None, list[tuple[int, int]]]
+"""A master (None: the standalone server) and the (first, last) ranges of the slots it owns
+(none on a standalone Redis): see Layout.tags and Layout.groups."""
 
 
 class Calls:
@@ -99,9 +100,9 @@ class Calls:
     # --- several groups, one master at a time ------------------------------------------------
 
     async def groups(self) -> list[Group]:
-        """Every master and the tags of its groups (on a standalone Redis: itself, tag '')."""
+        """Every master and the ranges of its slots (on a standalone Redis: itself)."""
         if not isinstance(self.client, RedisCluster):
-            return [(None, [""])]
+            return [(None, [])]
         if self._groups is None:
             client = self.client
             slots = await self.call(None, client.cluster_slots(target_nodes=RedisCluster.RANDOM))
@@ -117,7 +118,7 @@ class Calls:
                     node = client.get_node(host=host, port=port)
                 if node is None:
                     raise StorageUnavailable("redis", Failure.UNREACHABLE)
-                groups.append((node, self.layout.tags(owned)))
+                groups.append((node, sorted(owned)))
             self._groups = groups
         return self._groups
 

@@ -28,12 +28,14 @@ concatenated in one message; kind `p` is a put, `d` a delete, `x` an expiry.
 import functools
 import itertools
 import string
+from collections.abc import Sequence
 
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from kv.domain.model import Change, Record
 
 STRUCTURES = ("index/", "expiry/", "expiring/")
+ALPHABET = string.ascii_letters + string.digits
 
 
 class Layout:
@@ -70,12 +72,19 @@ class Layout:
         """Where the changes of the group `tag` are published."""
         return (self.prefix + "{" + tag + "}" if tag else self.prefix) + "changes/"
 
-    def tags(self, slots: "list[tuple[int, int]]") -> list[str]:
+    def tags(self, slots: Sequence[tuple[int, int]]) -> list[str]:
         """The tags of the groups of the slots in the given (first, last) ranges."""
         if not self.cluster:
             return [""]
         table = slot_tags()
         return [table[slot] for first, last in slots for slot in range(first, last + 1)]
+
+    def groups(self, slots: Sequence[tuple[int, int]]) -> list[str]:
+        """The groups of the slots in the given ranges, as the scripts over several groups
+        take them in ARGV: "first-last" ranges ('' on a standalone Redis)."""
+        if not self.cluster:
+            return [""]
+        return [f"{first}-{last}" for first, last in slots]
 
     def key_of(self, name: str) -> str | None:
         """The key of a record's Redis name, None for a name of kv's own."""
@@ -86,24 +95,21 @@ class Layout:
 
 @functools.cache
 def slot_tags() -> tuple[str, ...]:
-    """For each Cluster slot, the shortest tag (letters and digits) that hashes to it.
+    """For each Cluster slot, the first tag of three letters or digits that hashes to it.
 
-    Found once per process by trying every string of one, two, three characters: about
-    0.1 s; every slot has one of at most three.
+    Every kv process must name a slot's group alike, so the choice is fixed: the first in the
+    order of itertools.product over ALPHABET (every slot has one; found in about 0.15 s, once
+    per process). Three characters each, so that a script finds a slot's tag in one string.
     """
     table: list[str | None] = [None] * REDIS_CLUSTER_HASH_SLOTS
-    left = REDIS_CLUSTER_HASH_SLOTS
-    alphabet = string.ascii_letters + string.digits
-    for length in itertools.count(1):
-        for letters in itertools.product(alphabet, repeat=length):
-            tag = "".join(letters)
-            slot = key_slot(tag.encode())
-            if table[slot] is None:
-                table[slot] = tag
-                left -= 1
-        if left == 0:
-            return tuple(tag for tag in table if tag is not None)
-    raise AssertionError("unreachable")
+    for letters in itertools.product(ALPHABET, repeat=3):
+        tag = "".join(letters)
+        slot = key_slot(tag.encode())
+        if table[slot] is None:
+            table[slot] = tag
+    tags = tuple(tag for tag in table if tag is not None)
+    assert len(tags) == REDIS_CLUSTER_HASH_SLOTS
+    return tags
 
 
 def parse_record(key: str, stored: str) -> Record:

@@ -23,7 +23,7 @@ from kv.adapters.redis import scripts
 from kv.adapters.redis.calls import Calls
 from kv.adapters.redis.errors import FAILURES
 from kv.adapters.redis.feed import Subscription, feed
-from kv.adapters.redis.layout import Layout, parse_record
+from kv.adapters.redis.layout import Layout, parse_record, slot_tags
 from kv.adapters.redis.upkeep import Upkeep
 from kv.domain.errors import ChangesLost, Failure, StorageUnavailable, TransactionSpansSlots
 from kv.domain.model import (
@@ -70,7 +70,8 @@ class RedisRepository:
         what publishing changes costs (nobody could watch)."""
         self._cluster = isinstance(client, RedisCluster)
         self._layout = Layout(prefix, cluster=self._cluster)
-        self._scripts = scripts.build(prefix, cluster=self._cluster, publish=publish)
+        tags = "".join(slot_tags()) if self._cluster else ""
+        self._scripts = scripts.build(prefix, cluster=self._cluster, publish=publish, tags=tags)
         self._calls = Calls(
             client,
             layout=self._layout,
@@ -171,8 +172,8 @@ class RedisRepository:
         calls, source = self._calls, self._scripts.list
         answers = await asyncio.gather(
             *(
-                calls.on_master(node, source, (*args, *tags), write=False)
-                for node, tags in await calls.groups()
+                calls.on_master(node, source, (*args, *self._layout.groups(slots)), write=False)
+                for node, slots in await calls.groups()
             )
         )
         if any(answer[0] == 0 for answer in answers):
@@ -180,7 +181,7 @@ class RedisRepository:
         stray = [tag for answer in answers for tag in answer[2 : 2 + answer[1]]]
         if len(stray) > MAX_STRAY_GROUPS:
             return None  # the layout changed more than a slot: read it again first
-        answers += await asyncio.gather(
+        apart = await asyncio.gather(
             *(
                 calls.script(
                     None, source, self._layout.structures(tag)[:1], (*args, tag), write=False
@@ -188,9 +189,9 @@ class RedisRepository:
                 for tag in stray
             )
         )
-        if any(answer[0] == 0 or answer[1] for answer in answers):
+        if any(answer[0] == 0 or answer[1] for answer in apart):
             return None
-        return [_entries(answer, values=values) for answer in answers]
+        return [_entries(answer, values=values) for answer in [*answers, *apart]]
 
     async def transact(self, operations: Sequence[TxnOp]) -> Sequence[TxnResult] | TxnAbort:
         records = [self._layout.record(op.key) for op in operations]
@@ -217,11 +218,11 @@ class RedisRepository:
         layout, timeout = self._layout, self._timeout
 
         def opener(
-            node: ClusterNode | None, tags: list[str]
+            node: ClusterNode | None, slots: list[tuple[int, int]]
         ) -> Callable[[], Awaitable[Subscription]]:
             async def open_one() -> Subscription:
                 client = await feed_client(node)
-                channels = [layout.channel(tag) for tag in tags]
+                channels = [layout.channel(tag) for tag in layout.tags(slots)]
                 return Subscription(client, channels, sharded=self._cluster, timeout=timeout)
 
             return open_one
@@ -229,7 +230,7 @@ class RedisRepository:
         try:
             groups = await self._calls.groups()
             async with contextlib.aclosing(
-                feed([opener(node, tags) for node, tags in groups])
+                feed([opener(node, slots) for node, slots in groups])
             ) as changes:
                 async for batch in changes:
                     yield batch

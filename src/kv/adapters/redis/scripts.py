@@ -283,8 +283,31 @@ return {1, results}
 
 _MULTI = "#!lua flags=allow-cross-slot-keys,allow-oom\n"
 
-# A page: ARGV: min and max (ZRANGE BYLEX bounds), limit, values ('1' or ''), the tags of the
-# groups to merge. Answers {1, n, n tags, key, revision, expiry, value, ...} with up to
+# The groups of a script over several: ARGV from `first` on name them: '' (a standalone Redis's
+# one group), a tag, or a range of Cluster slots "first-last", whose tags TAGS holds, three
+# characters per slot in slot order (so that a page's call carries a few ranges, not 5,461
+# tags: packing those took redis-py 20 ms a call).
+_GROUPS = """
+local TAGS = {tags}
+local function group_tags(first)
+  local tags = {{}}
+  for i = first, #ARGV do
+    local arg = ARGV[i]
+    local dash = string.find(arg, '-', 1, true)
+    if dash then
+      for slot = tonumber(string.sub(arg, 1, dash - 1)), tonumber(string.sub(arg, dash + 1)) do
+        tags[#tags + 1] = string.sub(TAGS, 3 * slot + 1, 3 * slot + 3)
+      end
+    else
+      tags[#tags + 1] = arg
+    end
+  end
+  return tags
+end
+"""
+
+# A page: ARGV: min and max (ZRANGE BYLEX bounds), limit, values ('1' or ''), the groups to
+# merge (see _GROUPS). Answers {1, n, n tags, key, revision, expiry, value, ...} with up to
 # limit + 1 records in key order, the n tags naming groups whose index is not on this node
 # (a slot moving: the caller reads those apart), or {0, error} when a record is not (its slot
 # is moving: the caller asks again). Entries whose record is gone are removed on the way (and
@@ -294,8 +317,10 @@ _MULTI = "#!lua flags=allow-cross-slot-keys,allow-oom\n"
 # its index, so that Redis Cluster routes the call to the node that has it.
 LIST = (
     _MULTI
+    + "{groups}"
     + """
 local min, max, want, values = ARGV[1], ARGV[2], tonumber(ARGV[3]) + 1, ARGV[4] == '1'
+local tags = group_tags(5)
 local out = {}
 local skipped = {}
 local count = 0
@@ -324,8 +349,8 @@ local function visit(S, key)
   return nil
 end
 local err = nil
-if #ARGV == 5 then
-  local S = structures(ARGV[5])
+if #tags == 1 then
+  local S = structures(tags[1])
   while not err and count < want do
     local keys = redis.pcall('ZRANGE', S[1], min, max, 'BYLEX', 'LIMIT', 0, want - count)
     if failed(keys) then err = keys.err break end
@@ -340,8 +365,8 @@ else
   -- The merge set goes in a slot this node has for sure now (not one that is moving).
   local MERGE = nil
   redis.set_repl(redis.REPL_NONE)
-  for i = 5, #ARGV do
-    local name = PREFIX .. '{' .. ARGV[i] .. '}merge/'
+  for _, tag in ipairs(tags) do
+    local name = PREFIX .. '{' .. tag .. '}merge/'
     if not failed(redis.pcall('DEL', name)) then
       MERGE = name
       break
@@ -352,10 +377,11 @@ else
     return {0, 'no slot of this node is settled'}
   end
   local owner, heads = {}, {}
-  for i = 5, #ARGV do
-    local first = redis.pcall('ZRANGE', structures(ARGV[i])[1], min, max, 'BYLEX', 'LIMIT', 0, 1)
+  for i, tag in ipairs(tags) do
+    local index = PREFIX .. '{' .. tag .. '}index/'
+    local first = redis.pcall('ZRANGE', index, min, max, 'BYLEX', 'LIMIT', 0, 1)
     if failed(first) then
-      skipped[#skipped + 1] = ARGV[i]
+      skipped[#skipped + 1] = tag
     elseif first[1] then
       owner[first[1]] = i
       heads[#heads + 1] = '0'
@@ -372,7 +398,7 @@ else
     if #top == 0 then break end
     local key = top[1]
     local i = owner[key]
-    local S = structures(ARGV[i])
+    local S = structures(tags[i])
     redis.set_repl(redis.REPL_ALL)
     err = visit(S, key)
     redis.set_repl(redis.REPL_NONE)
@@ -399,15 +425,16 @@ return answer
 )
 
 # Remove up to ARGV[1] records whose expiry has come (and their entries), announcing each;
-# ARGV[2..]: the tags of the groups. Answers {how many expiry entries it handled, how many
+# ARGV[2..]: the groups (see _GROUPS). Answers {how many expiry entries it handled, how many
 # groups or records were not on this node} (resharding: the caller reloads the layout).
 SWEEP = (
     _MULTI
+    + "{groups}"
     + """
 local budget = tonumber(ARGV[1])
 local done, missed = 0, 0
-for i = 2, #ARGV do
-  local S = structures(ARGV[i])
+for _, tag in ipairs(group_tags(2)) do
+  local S = structures(tag)
   local due = redis.pcall('ZRANGE', S[2], '-inf', now(), 'BYSCORE', 'LIMIT', 0, budget - done)
   if due.err then
     missed = missed + 1
@@ -512,17 +539,21 @@ class Scripts:
         return {sha1(source): source for source in (getattr(self, f.name) for f in fields(self))}
 
 
-def build(prefix: str, *, cluster: bool, publish: bool = True) -> Scripts:
+def build(prefix: str, *, cluster: bool, publish: bool = True, tags: str = "") -> Scripts:
     """The scripts for keys under `prefix`, publishing on each group's channel: with SPUBLISH
     on a Cluster, PUBLISH on a standalone Redis (see feed.py). `publish` False: no publication
-    at all, only to measure its cost."""
+    at all, only to measure its cost. `tags`: every Cluster slot's tag, three characters each,
+    in slot order (layout.py)."""
     prelude = _PRELUDE.format(
         prefix=_lua_string(prefix),
         publish="true" if publish else "false",
         publish_command="'SPUBLISH'" if cluster else "'PUBLISH'",
     )
 
+    groups = _GROUPS.format(tags=_lua_string(tags) if tags else '""')
+
     def script(body: str) -> str:
+        body = body.replace("{groups}", groups)
         if body.startswith("#!"):  # the flags line must stay first
             flags, _, rest = body.partition("\n")
             return flags + "\n" + prelude + rest

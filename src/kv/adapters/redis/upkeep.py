@@ -176,12 +176,12 @@ class Upkeep:
             if not await calls.command(None, *lock, write=True, pipelined=False):
                 return 0  # another process sweeps this round
         swept = 0
-        for node, tags in await calls.groups():
+        for node, slots in await calls.groups():
             while True:
                 done, missed = await calls.on_master(
                     node,
                     self._scripts.sweep,
-                    [str(SWEEP_BATCH), *tags],
+                    [str(SWEEP_BATCH), *self._layout.groups(slots)],
                     write=True,
                     pipelined=False,
                 )

@@ -4,12 +4,16 @@ store written by a kv that kept no index.
 Sweeper. Redis drops a record by itself once it expires (it is stored with PXAT), but its
 entries, which hold the revision an expiry event needs, wait for kv: every kv process runs
 `sweep` every SWEEP_SECONDS, a script that takes the due keys from the expiry entries, removes
-what is left of each and announces its expiry. On a Cluster the sweep looks at every slot of
-every master (a few ms per master), so the processes take turns: the one that sets the lock
-`<prefix>sweeping/` (expiring before the next round) sweeps that round. An expiry is thus
-announced within about SWEEP_SECONDS (plus the time to sweep what is due) of `expires_at`, or
-sooner when a write or a listing meets the key first. With no kv process running, Redis still
-drops the records at their time; their entries wait for the first sweep of the next kv.
+what is left of each and announces its expiry; an expiry is thus announced within about
+SWEEP_SECONDS (plus the time to sweep what is due) of `expires_at`, or sooner when a write or
+a listing meets the key first. On a Cluster a sweep must look at each slot's expiry entries
+(~5 us a slot, 25-40 ms for a master's 5,461: all that time the master serves nobody else),
+so the processes take turns (the one that sets the lock `<prefix>sweeping/`, expiring before
+the next round, sweeps that round), and a round, every CLUSTER_SWEEP_SECONDS, looks at one
+CLUSTER_SWEEP_PARTS-th of every master's slots (which part: from the clock, so that every
+process agrees): a master is held ~4 ms at a time, ~8 ms a second, and an expiry is announced
+within about CLUSTER_SWEEP_SECONDS x CLUSTER_SWEEP_PARTS (4 s). With no kv process running,
+Redis still drops the records at their time; their entries wait for the next kv's sweeps.
 
 Reindex. Records written by a kv without listing have no index entry, and a listing must
 never silently leave them out. So at start-up a process that does not find the marker
@@ -25,6 +29,7 @@ writes after the marker is set are not indexed.
 
 import asyncio
 import contextlib
+import time
 import uuid
 from typing import Any
 
@@ -37,6 +42,8 @@ from kv.adapters.redis.scripts import Scripts
 from kv.domain.errors import Failure, StorageUnavailable
 
 SWEEP_SECONDS = 1.0
+CLUSTER_SWEEP_SECONDS = 0.5
+CLUSTER_SWEEP_PARTS = 8
 SWEEP_BATCH = 1000
 SCAN_BATCH = 1000
 INDEX_FORMAT = "2"  # the marker's value: every record has its index entry
@@ -160,23 +167,29 @@ class Upkeep:
     # --- expiry -------------------------------------------------------------------------------
 
     async def sweep_forever(self) -> None:
-        while await self._pause(SWEEP_SECONDS):
+        interval = CLUSTER_SWEEP_SECONDS if self._calls.cluster else SWEEP_SECONDS
+        while await self._pause(interval):
             try:
                 await self.sweep()
             except StorageUnavailable as exc:
                 logger.debug("expiry sweep skipped: {}", exc)
 
-    async def sweep(self) -> int:
-        """Remove what is left of every record whose expiry has come; how many."""
+    async def sweep(self, *, part: int | None = None) -> int:
+        """Remove what is left of every record whose expiry has come (on a Cluster: in one
+        part of the slots, by default this round's); how many."""
         calls = self._calls
+        if part is None:
+            part = int(time.time() / CLUSTER_SWEEP_SECONDS) % CLUSTER_SWEEP_PARTS
         if calls.cluster:
             # Expiring before the next round, so that some process sweeps every round.
-            lock_ms = str(int(SWEEP_SECONDS * 900))
+            lock_ms = str(int(CLUSTER_SWEEP_SECONDS * 900))
             lock = ("SET", self._layout.sweep_lock, self._token, "PX", lock_ms, "NX")
             if not await calls.command(None, *lock, write=True, pipelined=False):
                 return 0  # another process sweeps this round
         swept = 0
         for node, slots in await calls.groups():
+            if calls.cluster:
+                slots = part_of(slots, part, CLUSTER_SWEEP_PARTS)
             while True:
                 done, missed = await calls.on_master(
                     node,
@@ -239,6 +252,19 @@ class Upkeep:
         if rest.startswith("{") and "}" in rest:
             tag, _, suffix = rest[1:].partition("}")
         return tag if suffix in STRUCTURES else None
+
+
+def part_of(slots: list[tuple[int, int]], part: int, parts: int) -> list[tuple[int, int]]:
+    """The `part`-th of `parts` runs of the slots in the given ranges, as ranges."""
+    every = [slot for first, last in slots for slot in range(first, last + 1)]
+    chosen = every[part * len(every) // parts : (part + 1) * len(every) // parts]
+    ranges: list[tuple[int, int]] = []
+    for slot in chosen:
+        if ranges and ranges[-1][1] == slot - 1:
+            ranges[-1] = (ranges[-1][0], slot)
+        else:
+            ranges.append((slot, slot))
+    return ranges
 
 
 def _glob_escape(text: str) -> str:

@@ -37,6 +37,7 @@ async def open_redis_repository(
     cluster: bool,
     timeout: float,  # noqa: ASYNC109 (bounds each Redis call the client makes, not this one)
     *,
+    max_connections: int = 1000,
     publish: bool = True,
 ) -> AsyncIterator[RedisRepository]:
     """The Resource the container starts: the clients for `url`, the expiry sweeper, all
@@ -45,8 +46,9 @@ async def open_redis_repository(
     Every call as a whole is bounded by `timeout` (a call may connect, authenticate and, on
     NOSCRIPT, load a script: several socket operations), and so is every socket operation
     redis-py does on its own, but for the pipeliner's replies, which its batch's deadline
-    bounds (see pipeline.py). `publish` False only to measure what publishing changes costs
-    (bench/redis_features.py): nobody could watch.
+    bounds (see pipeline.py). `max_connections`: per Cluster node, as many as kv serves
+    requests at once (KV_LIMIT_CONCURRENCY). `publish` False only to measure what publishing
+    changes costs (bench/redis_features.py): nobody could watch.
     """
     check_redis_py()
     options: dict[str, Any] = {
@@ -58,7 +60,11 @@ async def open_redis_repository(
     }
     pipeline_client: Redis | None = None
     if cluster:
-        client: Redis | RedisCluster = RedisCluster.from_url(url, **options)
+        # One connection per call in flight to a node (the Cluster client does not pipeline):
+        # redis-py's default of 100 per node failed the 101st concurrent call at once.
+        client: Redis | RedisCluster = RedisCluster.from_url(
+            url, max_connections=max_connections, **options
+        )
     else:
         client = Redis.from_url(url, **options)
         pipeline_client = Redis.from_url(url, **{**options, "socket_timeout": None})

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_serve import start_kv, stop_kv
+from tests.servers.kv import start_kv, stop_kv
 
 BACKENDS = ["tarantool", "redis", "redis_cluster"]
 

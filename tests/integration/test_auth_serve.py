@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.test_serve import start_kv, stop_kv
+from tests.servers.kv import start_kv, stop_kv
 
 
 @pytest.mark.parametrize("fmt", ["text", "json"])

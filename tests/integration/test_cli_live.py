@@ -16,7 +16,8 @@ import pytest
 
 from kv.entrypoints.cli import main
 from tests.integration.conftest import LiveKV
-from tests.integration.test_serve import free_port, start_kv, stop_kv
+from tests.servers import free_port
+from tests.servers.kv import start_kv, stop_kv
 
 Run = Callable[..., tuple[int, str, str]]
 

@@ -36,7 +36,8 @@ from kv.client import (
 )
 from tests.client_driver import KINDS, Driver
 from tests.integration.conftest import LiveKV
-from tests.integration.test_serve import free_port, start_kv, stop_kv
+from tests.servers import free_port
+from tests.servers.kv import start_kv, stop_kv
 
 # Keys a URL could mangle: each goes through every operation.
 ODD_KEYS = [

@@ -12,7 +12,7 @@ from starlette.types import Receive, Scope, Send
 
 from kv.client import KeyNotFound, PutEvent, Record, Synced, TxnGet
 from tests.client_driver import KINDS, Driver
-from tests.integration.test_serve import start_kv, stop_kv
+from tests.servers.kv import start_kv, stop_kv
 from tests.unit.test_check import serve_in_thread
 
 PREFIX = b"/kv-api"

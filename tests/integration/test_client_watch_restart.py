@@ -18,7 +18,8 @@ import pytest
 from kv.client import DeleteEvent, Interrupted, PutEvent, Record, Synced, WatchEvent
 from tests.client_driver import KINDS, Driver
 from tests.integration.conftest import CLIENT_BACKENDS, serve_env
-from tests.integration.test_serve import Server, free_port, start_kv, stop_kv
+from tests.servers import free_port
+from tests.servers.kv import Server, start_kv, stop_kv
 
 
 def apply(view: dict[str, Record], event: WatchEvent) -> None:

@@ -27,8 +27,8 @@ import httpx
 import pytest
 
 from tests.integration.backends import FAULT_BACKENDS, private_server, wait_until_written
-from tests.integration.test_serve import start_kv, stop_kv
 from tests.integration.workload import kv_environment
+from tests.servers.kv import start_kv, stop_kv
 
 pytestmark = pytest.mark.slow
 

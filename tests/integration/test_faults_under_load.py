@@ -30,9 +30,9 @@ from tests.integration.backends import (
     BackendServer,
     private_server,
 )
-from tests.integration.test_serve import start_kv, stop_kv
 from tests.integration.workload import Run, kv_environment, run_clients
 from tests.linearizability import canonical
+from tests.servers.kv import start_kv, stop_kv
 
 pytestmark = pytest.mark.slow
 

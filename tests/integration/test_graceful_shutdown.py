@@ -22,8 +22,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.test_serve import Server, start_kv
 from tests.integration.workload import LIVE_BACKENDS, Run, kv_environment, run_clients
+from tests.servers.kv import Server, start_kv
 
 GRACEFUL_SHUTDOWN_SECONDS = 10  # kv serve's bound for requests in flight
 EXIT_SLACK = 20.0

@@ -16,7 +16,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.integration.test_serve import Server, start_kv, stop_kv
+from tests.servers.kv import Server, start_kv, stop_kv
 
 KEEP_ALIVE = 1.0
 HEADER_TIMEOUT = 2.0

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_serve import start_kv, stop_kv
 from tests.integration.workload import LIVE_BACKENDS, kv_environment, run_clients
 from tests.linearizability import check
+from tests.servers.kv import start_kv, stop_kv
 
 
 @pytest.mark.parametrize("backend", LIVE_BACKENDS)

@@ -20,8 +20,8 @@ import pytest
 
 from kv.container import Settings
 from tests.contract.conftest import Stored, _tarantool_stored, redis_stored
-from tests.integration.test_serve import start_kv, stop_kv
 from tests.integration.workload import LIVE_BACKENDS, kv_environment
+from tests.servers.kv import start_kv, stop_kv
 
 pytestmark = pytest.mark.slow
 

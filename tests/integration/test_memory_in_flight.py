@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from tests.integration.backends import private_server
-from tests.integration.test_serve import Server, start_kv, stop_kv
 from tests.integration.workload import kv_environment
+from tests.servers.kv import Server, start_kv, stop_kv
 
 MiB = 1024 * 1024
 IN_FLIGHT = 16

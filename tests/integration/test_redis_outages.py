@@ -17,6 +17,7 @@ import pytest
 from kv.container import Settings
 from tests.conftest import open_client
 from tests.servers.redis import RedisClusterServer, RedisServer
+from tests.support import timed
 
 pytestmark = pytest.mark.slow
 
@@ -33,12 +34,6 @@ async def serving(server_settings: dict[str, Any]) -> AsyncIterator[httpx.AsyncC
     settings = Settings(**server_settings, backend_timeout=TIMEOUT)
     async for client in open_client(settings):
         yield client
-
-
-async def timed(request: Awaitable[httpx.Response]) -> tuple[httpx.Response, float]:
-    start = time.monotonic()
-    response = await request
-    return response, time.monotonic() - start
 
 
 async def assert_unavailable_in_time(

@@ -9,7 +9,7 @@ import httpx
 
 from kv.adapters.tarantool import TarantoolAddress
 from kv.container import Settings
-from tests.integration.test_serve import start_kv, stop_kv
+from tests.servers.kv import start_kv, stop_kv
 from tests.servers.tarantool import INSTANCE_FILE, TarantoolServer
 
 KV_SERVE = (sys.executable, "-m", "kv.entrypoints.cli", "serve")

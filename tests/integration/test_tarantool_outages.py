@@ -19,6 +19,7 @@ from kv.adapters.tarantool import TarantoolSetupError
 from kv.container import Settings
 from tests.conftest import open_client
 from tests.servers.tarantool import TarantoolServer
+from tests.support import timed
 
 pytestmark = pytest.mark.slow
 
@@ -34,12 +35,6 @@ async def service(server: TarantoolServer, **changes: Any) -> AsyncIterator[http
     )
     async for client in open_client(settings):
         yield client
-
-
-async def timed(request: Awaitable[httpx.Response]) -> tuple[httpx.Response, float]:
-    started = time.monotonic()
-    response = await request
-    return response, time.monotonic() - started
 
 
 async def eventually(

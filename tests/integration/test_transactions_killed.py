@@ -17,8 +17,8 @@ import pytest
 
 from tests.integration.backends import FAULT_BACKENDS, private_server
 from tests.integration.test_durability import wait_until_ready
-from tests.integration.test_serve import start_kv, stop_kv
 from tests.integration.workload import kv_environment
+from tests.servers.kv import start_kv, stop_kv
 
 pytestmark = pytest.mark.slow
 

@@ -33,7 +33,8 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from tests.integration.test_serve import Server, free_port, start_kv, stop_kv
+from tests.servers import free_port
+from tests.servers.kv import Server, start_kv, stop_kv
 
 CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")

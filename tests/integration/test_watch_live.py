@@ -22,8 +22,8 @@ import httpx
 import pytest
 
 from tests.integration.backends import FAULT_BACKENDS, private_server
-from tests.integration.test_serve import Server, start_kv, stop_kv
 from tests.integration.workload import LIVE_BACKENDS, kv_environment
+from tests.servers.kv import Server, start_kv, stop_kv
 
 WAIT = 15.0  # seconds an event may take (a loaded machine; expiry is not involved here)
 WRITERS = 8

@@ -21,6 +21,7 @@ import redis
 from redis.crc import key_slot
 
 from tests.servers import ServerProcess
+from tests.servers import free_port as any_free_port
 
 REDIS_CONF = Path(__file__).resolve().parents[2] / "deploy" / "redis" / "redis.conf"
 START_TIMEOUT = 15.0
@@ -41,9 +42,7 @@ def executable(name: str) -> str:
 def free_port(*, cluster: bool = False) -> int:
     """A TCP port free on 127.0.0.1 now (and its cluster bus port, for a cluster node)."""
     for _ in range(100):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port: int = probe.getsockname()[1]
+        port = any_free_port()
         if not cluster:
             return port
         if port + CLUSTER_BUS_OFFSET < 65536 and _port_is_free(port + CLUSTER_BUS_OFFSET):

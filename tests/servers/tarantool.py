@@ -17,19 +17,12 @@ from typing import Any
 
 import pytest
 
-from tests.servers import ServerProcess
+from tests.servers import ServerProcess, free_port
 
 INSTANCE_FILE = Path(__file__).resolve().parents[2] / "deploy" / "tarantool" / "init.lua"
 START_SECONDS = 30.0
 USER = "kv"
 PASSWORD = "kv"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class TarantoolServer(ServerProcess):

@@ -9,7 +9,6 @@ import json
 import os
 import re
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -34,29 +33,12 @@ from kv.domain.service import KVService
 from kv.domain.watch import WatchHub
 from kv.entrypoints.cli import main
 from kv.entrypoints.http import create_app
+from tests.servers import free_port
+from tests.servers.kv import start_kv, stop_kv
 
 TOKEN = secrets.token_urlsafe(16)
 SUMMARY = re.compile(r"^(\d+) passed, (\d+) failed$")
 STARTUP_SECONDS = 15
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_until_healthy(url: str) -> None:
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            if time.monotonic() > deadline:
-                raise
-        time.sleep(0.05)
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -69,26 +51,9 @@ def clean_env(**extra: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def kv_serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The URL of a real `kv serve` (memory backend) running in a subprocess."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("kv-serve") / "server.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "kv.entrypoints.cli", "serve", "--port", str(port)],
-            env=clean_env(KV_LOG_LEVEL="WARNING"),
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_healthy(url)
-        yield url
-    finally:
-        os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait()
+    server = start_kv(tmp_path_factory.mktemp("kv-serve"), {"KV_LOG_LEVEL": "WARNING"})
+    yield server.url
+    stop_kv(server)
 
 
 def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:

@@ -11,7 +11,7 @@ from kv.container import Settings, build_container
 from kv.domain.errors import Failure, StorageUnavailable
 from kv.domain.model import Record
 from tests.conftest import open_client
-from tests.unit.test_http_api import assert_problem
+from tests.support import assert_problem
 
 
 class UnavailableRepository(MemoryRepository):

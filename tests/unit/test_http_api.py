@@ -15,26 +15,13 @@ import pytest
 
 from kv.container import Settings
 from tests.conftest import open_client
+from tests.support import assert_problem
 
 Unique = Callable[[str], str]
 
 
 def url(key: str) -> str:
     return "/kv/" + quote(key, safe="/")
-
-
-def assert_problem(response: httpx.Response, status: int, key: str | None = None) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status
-    assert {"type", "title", "status", "detail"} <= body.keys()
-    assert body["type"].startswith("urn:kv:problem:")
-    assert isinstance(body["detail"], str) and body["detail"]
-    if key is not None:
-        assert body["key"] == key
-    assert "Traceback" not in response.text and ".py" not in response.text
-    return body
 
 
 async def create(client: httpx.AsyncClient, key: str, value: Any = 1) -> httpx.Response:

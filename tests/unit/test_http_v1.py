@@ -16,6 +16,7 @@ from loguru import logger
 
 from kv.container import Settings
 from tests.conftest import open_client
+from tests.support import assert_problem
 
 TOKEN = secrets.token_urlsafe(16)
 Unique = Callable[[str], str]
@@ -32,17 +33,6 @@ def assert_record(response: httpx.Response, key: str, value: Any, revision: int)
     assert response.headers["content-type"] == "application/json"
     assert response.json() == {"key": key, "value": value, "revision": revision}
     assert response.headers["etag"] == f'"{revision}"'
-
-
-def assert_problem(response: httpx.Response, status: int, *, key: str | None = None) -> None:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body = response.json()
-    assert {"type", "title", "status", "detail"} <= body.keys()
-    assert body["status"] == status
-    assert "Traceback" not in body["detail"]
-    if key is not None:
-        assert body["key"] == key
 
 
 # --- POST /v1/ -----------------------------------------------------------------------------

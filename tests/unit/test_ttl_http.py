@@ -12,7 +12,7 @@ from dependency_injector import providers
 from kv.adapters.memory import MemoryRepository
 from kv.container import Settings, build_container
 from kv.entrypoints.http import create_app
-from tests.unit.test_http_api import assert_problem
+from tests.support import assert_problem
 
 START_MS = 1_795_637_700_000  # 2026-11-25T20:15:00.000Z
 

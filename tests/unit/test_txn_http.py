@@ -7,7 +7,7 @@ import pytest
 
 from kv.container import Settings
 from tests.conftest import open_client
-from tests.unit.test_http_api import assert_problem
+from tests.support import assert_problem
 
 
 async def txn(client: httpx.AsyncClient, *ops: dict[str, Any]) -> httpx.Response:

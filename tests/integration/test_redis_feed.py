@@ -24,7 +24,9 @@ WAIT = 5.0
 async def repository_on(
     server_settings: dict[str, Any], prefix: str, *, backend_timeout: float = 2.0
 ) -> AsyncIterator[RedisRepository]:
-    settings = Settings(**server_settings, redis_prefix=prefix, backend_timeout=backend_timeout)
+    settings = Settings(
+        **server_settings, redis_prefix=prefix, backend_timeout=backend_timeout, metrics=False
+    )
     container = build_container(settings)
     repository = (await start_service(container)).repository
     assert isinstance(repository, RedisRepository)

@@ -27,7 +27,7 @@ RECORDS = 2500
 @asynccontextmanager
 async def repository_on(server_settings: dict[str, Any], prefix: str) -> AsyncIterator[Any]:
     container = build_container(
-        Settings(**server_settings, redis_prefix=prefix, backend_timeout=0.5)
+        Settings(**server_settings, redis_prefix=prefix, backend_timeout=0.5, metrics=False)
     )
     repository = (await start_service(container)).repository
     assert isinstance(repository, RedisRepository)

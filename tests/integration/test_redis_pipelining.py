@@ -37,7 +37,11 @@ async def repository_on(
 ) -> AsyncIterator[Repository]:
     container = build_container(
         Settings(
-            backend="redis", redis_url=url, redis_prefix=prefix, backend_timeout=backend_timeout
+            backend="redis",
+            redis_url=url,
+            redis_prefix=prefix,
+            backend_timeout=backend_timeout,
+            metrics=False,  # the adapter itself, not its metrics wrapper
         )
     )
     service = await start_service(container)
@@ -379,7 +383,7 @@ async def test_closing_fails_pending_calls_in_time_and_leaves_no_task(
 ) -> None:
     server = disposable_redis_server
     container = build_container(
-        Settings(backend="redis", redis_url=url_of(server), backend_timeout=TIMEOUT)
+        Settings(backend="redis", redis_url=url_of(server), backend_timeout=TIMEOUT, metrics=False)
     )
     repository = (await start_service(container)).repository
     await repository.upsert(Key("k0"), "0")

@@ -31,7 +31,9 @@ EXPIRING = [Key(f"x/{i:03d}") for i in range(30)]
 async def repository(
     disposable_redis_cluster_server: RedisClusterServer,
 ) -> AsyncIterator[RedisRepository]:
-    container = build_container(Settings(**disposable_redis_cluster_server.settings()))
+    container = build_container(
+        Settings(**disposable_redis_cluster_server.settings(), metrics=False)
+    )
     repository = (await start_service(container)).repository
     assert isinstance(repository, RedisRepository)
     yield repository

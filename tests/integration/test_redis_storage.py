@@ -15,7 +15,7 @@ from tests.servers.redis import RedisClusterServer, RedisServer
 
 @asynccontextmanager
 async def repository_on(server_settings: dict[str, Any], prefix: str) -> AsyncIterator[Repository]:
-    container = build_container(Settings(**server_settings, redis_prefix=prefix))
+    container = build_container(Settings(**server_settings, redis_prefix=prefix, metrics=False))
     service = await container.service.async_()
     try:
         yield service.repository

@@ -104,7 +104,7 @@ def serve(args: argparse.Namespace) -> int:
         "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS,
     }
     if settings.workers == 1:
-        uvicorn.run(create_app(settings), **options)  # type: ignore[arg-type]
+        uvicorn.run(create_app(settings, freeze_heap=True), **options)  # type: ignore[arg-type]
     else:
         # Each worker process builds its own app from the environment: pass the flags on.
         for name, value in overrides.items():

@@ -219,6 +219,7 @@ class Container(containers.DeclarativeContainer):
             prefix=config.redis_prefix,
             cluster=config.redis_cluster,
             timeout=config.backend_timeout,
+            max_connections=config.limit_concurrency,
         ),
     )
 

@@ -46,7 +46,9 @@ def stored(backend: str, settings: Settings, repository: Repository) -> Stored:
         return in_memory
     if backend == "tarantool":
         return _tarantool_stored(settings)
-    pytest.fail(f"no way yet to look into what {backend} stores")
+    if backend in ("redis", "redis_cluster"):
+        return redis_stored(settings)
+    pytest.fail(f"no way to look into what {backend} stores")
 
 
 def _tarantool_stored(settings: Settings) -> Stored:
@@ -80,3 +82,39 @@ def _tarantool_stored(settings: Settings) -> Stored:
         return sorted({key for key in found if key.startswith(prefix)})
 
     return in_tarantool
+
+
+def redis_stored(settings: Settings) -> Stored:
+    """What Redis holds under the key prefix, read with a client of the test's own: every
+    record (SCAN makes Redis drop one whose time has passed: Redis's own reclaiming) and every
+    member of kv's index, expiry and expiring entries, on every master."""
+    from redis.asyncio import Redis
+    from redis.asyncio.cluster import RedisCluster
+
+    entries = ("index/", "expiry/", "expiring/")
+
+    async def in_redis(prefix: str) -> list[str]:
+        base = settings.redis_prefix
+        if settings.redis_cluster:
+            client: Redis | RedisCluster = RedisCluster.from_url(
+                settings.redis_url, decode_responses=True
+            )
+        else:
+            client = Redis.from_url(settings.redis_url, decode_responses=True)
+        keys: set[str] = set()
+        async with client:
+            names = [str(name) async for name in client.scan_iter(match=base + "*", count=1000)]
+            for name in names:
+                rest = name[len(base) :]
+                if rest.startswith("{") and "}" in rest:
+                    rest = rest.partition("}")[2]
+                if rest in entries:
+                    if await client.type(name) == "zset":
+                        keys.update(map(str, await client.zrange(name, 0, -1)))
+                    else:
+                        keys.update(map(str, await client.hkeys(name)))
+                elif not rest.endswith("/"):
+                    keys.add(name[len(base) :])
+        return sorted(key for key in keys if key.startswith(prefix))
+
+    return in_redis

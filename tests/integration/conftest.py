@@ -3,16 +3,12 @@
 Each name resolves, through `backend_settings`, to the session fixture `<name>_server`.
 """
 
-import inspect
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from kv.adapters.memory import MemoryRepository
-from kv.adapters.redis import RedisRepository
-from kv.adapters.tarantool import TarantoolRepository
 from tests.integration.test_serve import start_kv, stop_kv
 
 BACKENDS = ["tarantool", "redis", "redis_cluster"]
@@ -28,22 +24,6 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 # kv.client's suites run on memory too: the contract says what every backend must do.
 CLIENT_BACKENDS = ["memory", "tarantool", "redis", "redis_cluster"]
-_ADAPTERS: dict[str, type[Any]] = {
-    "memory": MemoryRepository,
-    "tarantool": TarantoolRepository,
-    "redis": RedisRepository,
-    "redis_cluster": RedisRepository,
-}
-
-
-def unported(backend: str) -> list[str]:
-    """What of the repository port (listing, transactions, the change feed, ttl) the backend's
-    adapter does not implement yet on this branch; a `kv serve` on it fails those requests."""
-    adapter = _ADAPTERS[backend]
-    missing = [name for name in ("list", "transact", "changes") if not hasattr(adapter, name)]
-    if "ttl_ms" not in inspect.signature(adapter.create).parameters:
-        missing.append("ttl")
-    return missing
 
 
 def serve_env(settings: dict[str, Any]) -> dict[str, str]:
@@ -65,11 +45,8 @@ class LiveKV:
 def live_kv(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveKV]:
-    """A `kv serve` on each backend, shared by a module's tests (they use unique keys).
-    Skipped, saying why, on a backend whose adapter lacks part of the port."""
+    """A `kv serve` on each backend, shared by a module's tests (they use unique keys)."""
     backend: str = request.param
-    if missing := unported(backend):
-        pytest.skip(f"the {backend} adapter lacks {', '.join(missing)} on this branch")
     settings = (
         {} if backend == "memory" else request.getfixturevalue(f"{backend}_server").settings()
     )

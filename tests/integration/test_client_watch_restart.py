@@ -17,7 +17,7 @@ import pytest
 
 from kv.client import DeleteEvent, Interrupted, PutEvent, Record, Synced, WatchEvent
 from tests.client_driver import KINDS, Driver
-from tests.integration.conftest import CLIENT_BACKENDS, serve_env, unported
+from tests.integration.conftest import CLIENT_BACKENDS, serve_env
 from tests.integration.test_serve import Server, free_port, start_kv, stop_kv
 
 
@@ -37,8 +37,6 @@ def kill(server: Server) -> None:
 @pytest.fixture(params=CLIENT_BACKENDS)
 def env(request: pytest.FixtureRequest) -> dict[str, str]:
     backend: str = request.param
-    if missing := unported(backend):
-        pytest.skip(f"the {backend} adapter lacks {', '.join(missing)} on this branch")
     settings = (
         {} if backend == "memory" else request.getfixturevalue(f"{backend}_server").settings()
     )

@@ -29,16 +29,44 @@ def unique_prefix(shape: str = "kvtest:{}:") -> str:
     return shape.format(uuid.uuid4().hex[:8])
 
 
-async def test_a_record_is_one_string_under_the_prefix(redis_server: RedisServer) -> None:
+async def test_a_record_is_one_string_and_its_key_an_index_entry(
+    redis_server: RedisServer,
+) -> None:
     prefix = unique_prefix()
     value = '{"a":[1,"é",null]}'
     async with repository_on(redis_server.settings(), prefix) as repository:
         await repository.create(Key("config/db"), value)
         await repository.replace(Key("config/db"), value)
+        await repository.list("", after=None, limit=1, values=False)  # reindex done
     with redis_server.client() as raw:
-        assert raw.keys(prefix + "*") == [prefix + "config/db"]
+        assert sorted(raw.keys(prefix + "*")) == [
+            prefix + "config/db",
+            prefix + "format/",
+            prefix + "index/",
+        ]
         assert raw.type(prefix + "config/db") == "string"
         assert raw.get(prefix + "config/db") == "2:" + value
+        assert raw.ttl(prefix + "config/db") == -1
+        assert raw.zrange(prefix + "index/", 0, -1, withscores=True) == [("config/db", 0.0)]
+
+
+async def test_a_record_that_expires_carries_its_time_and_has_entries_until_overwritten(
+    redis_server: RedisServer,
+) -> None:
+    prefix = unique_prefix()
+    async with repository_on(redis_server.settings(), prefix) as repository:
+        created = await repository.create(Key("lease"), "1", ttl_ms=60_000)
+        assert created is not None and created.expires_at is not None
+        with redis_server.client() as raw:
+            assert raw.get(prefix + "lease") == f"1,{created.expires_at}:1"
+            # Redis drops it itself at expires_at (PXAT is exclusive: one ms before).
+            assert raw.pexpiretime(prefix + "lease") == created.expires_at - 1
+            assert raw.zscore(prefix + "expiry/", "lease") == created.expires_at
+            assert raw.hget(prefix + "expiring/", "lease") == "1"  # the revision to announce
+            await repository.replace(Key("lease"), "2")  # no ttl: the expiry goes
+            assert raw.get(prefix + "lease") == "2:2"
+            assert raw.ttl(prefix + "lease") == -1
+            assert not raw.exists(prefix + "expiry/", prefix + "expiring/")
 
 
 async def test_clear_deletes_only_keys_under_the_prefix(redis_server: RedisServer) -> None:
@@ -52,10 +80,11 @@ async def test_clear_deletes_only_keys_under_the_prefix(redis_server: RedisServe
             for i in range(2500):  # more than one SCAN batch
                 await repository.upsert(Key(f"k{i}"), "1")
             owned = [key for key in raw.scan_iter(count=1000) if key.startswith(prefix)]
-            assert len(owned) == 2500
+            assert len([key for key in owned if not key.endswith("/")]) == 2500
             await repository.clear()
             assert await repository.get(Key("k0")) is None
-        assert not [key for key in raw.scan_iter(count=1000) if key.startswith(prefix)]
+        owned = [key for key in raw.scan_iter(count=1000) if key.startswith(prefix)]
+        assert owned == [prefix + "format/"]  # "every record is indexed" stays true
         assert raw.get(lookalike) == "someone else's"
         assert raw.get("elsewhere:k") == "someone else's"
         raw.delete(lookalike, "elsewhere:k")
@@ -101,9 +130,17 @@ async def test_cluster_spreads_keys_over_its_masters(
         assert sum(1 for count in per_node if count > 0) >= 2, per_node
         await repository.clear()
         assert [keys_on(node.port, prefix) for node in redis_cluster_server.nodes] == [[]] * 3
+    for node in redis_cluster_server.nodes:  # nor any entry of kv's but the index's marker
+        with redis.Redis(port=node.port) as raw:
+            left = [
+                n for n in raw.scan_iter(match=prefix + "*") if n != (prefix + "format/").encode()
+            ]
+            assert left == []
 
 
 def keys_on(port: int, prefix: str) -> list[bytes]:
-    """The keys under `prefix` that the one Redis node on `port` holds."""
+    """The records under `prefix` that the one Redis node on `port` holds (not kv's entries,
+    whose names end with '/')."""
     with redis.Redis(port=port) as node:
-        return list(node.scan_iter(match=prefix + "*", count=1000))
+        names = node.scan_iter(match=prefix + "*", count=1000)
+        return [name for name in names if not name.endswith(b"/")]

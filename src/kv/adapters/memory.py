@@ -16,6 +16,7 @@ them, found through a SortedList of (expires_at, key), never by a scan of every 
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
@@ -42,7 +43,7 @@ from kv.domain.model import (
 )
 
 SWEEP_SECONDS = 0.25
-SWEEP_BATCH = 1000
+SWEEP_BATCH = 250  # ~1 ms of removals (4 µs each, measured) between two turns of the loop
 # Changes a subscriber may have unread before it is cut off (the feed's consumer, the watch
 # hub, reads them within a turn of the event loop; this bounds a stuck one).
 MAX_UNREAD_CHANGES = 100_000
@@ -68,9 +69,19 @@ class _Subscriber:
         self.ready.set()
 
 
+Stored = tuple[str, str, int, int | None]
+"""A record as stored: (key, value, revision, expires_at), the fields of a Record.
+
+A plain tuple of strings and integers, which the cyclic garbage collector stops tracking after
+its first pass: with records as Record (a tuple subclass, always tracked), every full
+collection walked them all: 155 ms with 1M keys (measured), a pause of every request."""
+
+_record = functools.partial(tuple.__new__, Record)  # a Stored as a Record, without copying
+
+
 class MemoryRepository:
     def __init__(self, *, clock: Callable[[], int] = wall_clock_ms) -> None:
-        self._records: dict[str, Record] = {}
+        self._records: dict[str, Stored] = {}
         self._keys = SortedList()
         self._expiry = SortedList()  # (expires_at, key) of every record that has one
         self._clock = clock
@@ -82,10 +93,10 @@ class MemoryRepository:
     # --- single keys ------------------------------------------------------------------------
 
     async def get(self, key: Key) -> Record | None:
-        record = self._records.get(key)
-        if record is not None and record.expires_at is not None and self._expired(record):
+        stored = self._records.get(key)
+        if stored is None or (stored[3] is not None and stored[3] <= self._clock()):
             return None
-        return record
+        return _record(stored)
 
     async def create(self, key: Key, value: str, *, ttl_ms: int | None = None) -> Record | None:
         if self._live(key) is not None:
@@ -133,7 +144,7 @@ class MemoryRepository:
         for key in keys:
             if not key.startswith(prefix):
                 break
-            record = self._records[key]
+            record = _record(self._records[key])
             if record.expires_at is not None and record.expires_at <= now:
                 continue
             if len(entries) == limit:
@@ -189,7 +200,7 @@ class MemoryRepository:
 
     async def clear(self) -> None:
         for key in list(self._keys):
-            self._remove(self._records[key], expired=False)
+            self._remove(_record(self._records[key]), expired=False)
 
     async def ping(self) -> None:
         return None
@@ -205,7 +216,7 @@ class MemoryRepository:
                     break
                 due.append(key)
             for key in due:
-                self._remove(self._records[key], expired=True)
+                self._remove(_record(self._records[key]), expired=True)
             removed += len(due)
             if len(due) < SWEEP_BATCH:
                 return removed
@@ -213,14 +224,14 @@ class MemoryRepository:
 
     # --- internals (none awaits) ------------------------------------------------------------
 
-    def _expired(self, record: Record) -> bool:
-        return record.expires_at is not None and record.expires_at <= self._clock()
-
     def _live(self, key: str) -> Record | None:
         """The record at `key` unless it has expired; an expired one is removed first, so its
         expiry reaches watchers before whatever this write does to the key."""
-        record = self._records.get(key)
-        if record is not None and record.expires_at is not None and self._expired(record):
+        stored = self._records.get(key)
+        if stored is None:
+            return None
+        record = _record(stored)
+        if record.expires_at is not None and record.expires_at <= self._clock():
             self._remove(record, expired=True)
             return None
         return record
@@ -234,7 +245,7 @@ class MemoryRepository:
         current: Record | None = None,
     ) -> Record:
         expires_at = None if ttl_ms is None else self._clock() + ttl_ms
-        record = self._records[key] = Record(key, value, revision, expires_at)
+        stored = self._records[key] = (key, value, revision, expires_at)
         if current is None:
             self._keys.add(key)
         elif current.expires_at is not None:
@@ -243,7 +254,7 @@ class MemoryRepository:
             self._expiry.add((expires_at, key))
         if self._subscribers:
             self._publish(Change(key, revision, value, expires_at))
-        return record
+        return _record(stored)
 
     def _remove(self, record: Record, *, expired: bool) -> None:
         key = record.key

@@ -57,9 +57,11 @@ $(VENV)/.dev-installed: requirements-dev.lock pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	@touch $@ $(VENV)/.run-installed
 
-# Not part of `make test`: kv against the bare-Starlette floor on every backend (~15 minutes).
+# Not part of `make test`: kv against the Starlette and raw-ASGI floors on every backend, at
+# saturation and at a fixed rate, its bulk operations, GC, listing and RSS (~25 minutes).
+# Quick: make bench BENCH_ARGS="--rounds 1 --duration 2 --quick"
 bench: $(VENV)/.bench-installed
-	@$(MAKE) --no-print-directory system-deps SYSTEM_TOOLS="$(SYSTEM_TOOLS) wrk:wrk taskset:util-linux"
+	@$(MAKE) --no-print-directory system-deps SYSTEM_TOOLS="$(SYSTEM_TOOLS) wrk:wrk hey:hey taskset:util-linux"
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 $(VENV)/.bench-installed: requirements-bench.lock pyproject.toml | $(BIN)/python

@@ -23,7 +23,8 @@ from asgi_lifespan import LifespanManager
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from floor import app as floor_app
-from run import VALUE, backend_server
+from processes import backend_server
+from workloads import VALUE
 
 from kv.container import Settings
 from kv.entrypoints.http import create_app
@@ -107,10 +108,10 @@ def main() -> None:
         for backend in args.backends:
             # uvloop, as `kv serve` runs.
             with (
-                backend_server(backend, Path(tmp)) as env,
+                backend_server(backend, Path(tmp)) as server,
                 asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner,
             ):
-                runner.run(measure(backend, env, args.n))
+                runner.run(measure(backend, server.settings, args.n))
 
 
 if __name__ == "__main__":

@@ -1,371 +1,177 @@
-"""kv against the framework floor, side by side: `make bench`.
+"""kv as users run it against the floors, and what its users feel: `make bench`.
 
-For each backend, alternating A/B rounds of wrk against `kv serve` and against the floor
-(bench/floor.py: a bare Starlette app with kv's routes that stores nothing), both under the
-same uvicorn settings (uvloop, httptools, no access log). The app under test is pinned to
-CPU 0; wrk (one thread, 50 connections) and the backend server share CPU 1. The operation
-log is on at its default level (INFO), written to a file.
-
-Reports the median over rounds of requests/s, p50 and p99 latency, and kv/floor, as a
-Markdown table and a PNG chart in bench/results/, and prints the table.
+Per backend, with the backend server on CPU 1:
+1. kv's bulk operations, kv alone (bench/new_ops.py): a listing page from a store of
+   100,000 keys loaded through POST /txn, a 10-operation transaction against 10 single PUTs,
+   and PUT with 0, 10 and 100 SSE watchers on the written prefix.
+2. Saturation: alternating rounds of wrk (one thread, 50 connections, on CPU 1) against
+   `kv serve` (under bench/gc_probe.py, which records its cyclic GC), the Starlette floor
+   (bench/floor.py) and the raw-ASGI floor (bench/floor_asgi.py), each alone on CPU 0 under
+   the same uvicorn settings (uvloop, httptools, no access log); kv's operation log is on
+   (INFO, to a file), as it is by default.
+3. A fixed offered rate, open loop (bench/paced.py), at half the Starlette floor's median
+   capacity for the workload in step 2: kv and the Starlette floor, alternating; on memory,
+   hey's `-q` pacing on GET as a cross-check.
+Then, in one process on CPU 0: bench/listing.py (a page inside the app, 1,000,000 keys) and
+bench/memory_rss.py (RSS per key at 1,000,000 keys). The report (bench/report.py) has the
+medians over rounds, the targets of issue 19 with ✅/❌, where each process ran, the commit,
+the machine and its load; it is written to bench/results/latest.md and latest.png (and,
+unless --quick, to a copy named by date and commit).
 
     .venv/bin/python bench/run.py [--backends memory tarantool redis] [--rounds 3]
-                                  [--duration 5] [--workers 2]
+        [--duration 4] [--workers 1] [--quick] [--skip new-ops,fixed,in-process]
 """
 
 import argparse
-import contextlib
 import os
-import platform
-import re
 import shutil
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
+from gc_probe import difference
+from load import Paced, Sample, hey, median_paced, median_sample, paced, wrk
+from new_ops import LIST_KEYS, bench_new_ops
+from processes import LOAD_CPU, ROOT, Backend, backend_server, cpus_of, gc_snapshot, serve
+from report import BackendRun, Run, write_report
+from workloads import BY_NAME, FIXED_RATE, SATURATION
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
-VALUE = '{"n":12345,"s":"some text"}'
-CONNECTIONS = 50
-TARGETS = {"memory": 0.95, "tarantool": 0.80, "redis": 0.60}
-P99_TARGET_MS = 5.0
-
-SCRIPTS = {
-    "GET existing": None,
-    "GET missing": None,
-    "PUT overwrite": f"""
-wrk.method = "PUT"
-wrk.body = '{{"value": {VALUE}}}'
-""",
-    "POST new keys": f"""
-counter = 0
-prefix = tostring(os.time()) .. tostring(math.random(1, 1000000000))
-request = function()
-  counter = counter + 1
-  local body = '{{"key":"new-' .. prefix .. '-' .. counter .. '","value":{VALUE}}}'
-  return wrk.format("POST", "/kv", nil, body)
-end
-""",
-    "90/10 read/write": f"""
-counter = 0
-request = function()
-  counter = counter + 1
-  local path = "/kv/hot" .. (counter % 100)
-  if counter % 10 == 0 then
-    return wrk.format("PUT", path, nil, '{{"value":{VALUE}}}')
-  end
-  return wrk.format("GET", path)
-end
-""",
-}
-PATHS = {"GET missing": "/kv/missing-key"}
+APPS = ("kv", "floor", "raw")
+FIXED_APPS = ("kv", "floor")
+FIXED_SHARE = 0.5  # of the Starlette floor's capacity
 
 
-@dataclass
-class Sample:
-    rps: float
-    p50_ms: float
-    p99_ms: float
-    errors: int
+def saturation(
+    run: BackendRun, backend: Backend, args: argparse.Namespace, workdir: Path
+) -> dict[str, dict[str, list[Sample]]]:
+    samples: dict[str, dict[str, list[Sample]]] = {app: {} for app in APPS}
+    for round_ in range(args.rounds):
+        for app in APPS[round_ % 3 :] + APPS[: round_ % 3]:
+            probe = app == "kv" and run.workers == 1
+            with serve(app, backend, workdir, workers=run.workers, gc_probe=probe) as server:
+                run.placement[app] = cpus_of(server.process.pid)
+                for workload in SATURATION:
+                    before = gc_snapshot(server) if probe else None
+                    sample = wrk(server.url, workload, args.duration, workdir)
+                    samples[app].setdefault(workload.name, []).append(sample)
+                    if before is not None:
+                        work = difference(before, gc_snapshot(server))
+                        run.gc.setdefault(workload.name, []).append(work)
+                    print(
+                        f"  {run.backend} x{run.workers} round {round_} {app:5} "
+                        f"{workload.name:16} {sample.rps:9,.0f} req/s  p50 {sample.p50_ms:6.2f} "
+                        f"ms  p99 {sample.p99_ms:6.2f} ms",
+                        flush=True,
+                    )
+    return samples
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def fixed_rate(run: BackendRun, backend: Backend, args: argparse.Namespace, workdir: Path) -> None:
+    rates = {name: FIXED_SHARE * run.saturation["floor"][name].rps for name in FIXED_RATE}
+    runs: dict[str, dict[str, list[Paced]]] = {app: {} for app in FIXED_APPS}
+    heys: dict[str, list[Paced]] = {}
+    for round_ in range(args.rounds):
+        for app in FIXED_APPS[round_ % 2 :] + FIXED_APPS[: round_ % 2]:
+            with serve(app, backend, workdir, workers=run.workers) as server:
+                for name in FIXED_RATE:
+                    result = paced(server.port, BY_NAME[name], rates[name], args.duration)
+                    runs[app].setdefault(name, []).append(result)
+                    _print_paced(run, round_, app, name, result)
+                if run.backend == "memory" and run.workers == 1:
+                    result = hey(server.url + "/kv/bench", rates["GET existing"], args.duration)
+                    heys.setdefault(app, []).append(result)
+                    _print_paced(run, round_, app, "GET (hey)", result)
+    run.fixed = {app: {n: median_paced(r) for n, r in by.items()} for app, by in runs.items()}
+    run.hey = {app: median_paced(r) for app, r in heys.items()}
 
 
-def wait_until_up(url: str, process: subprocess.Popen[bytes], what: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{what} exited with {process.returncode}")
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.TransportError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{what} did not start")
+def _print_paced(run: BackendRun, round_: int, app: str, name: str, result: Paced) -> None:
+    print(
+        f"  {run.backend} x{run.workers} round {round_} {app:5} {name:16} at "
+        f"{result.offered:7,.0f}/s: {result.achieved:7,.0f}/s  p50 {result.p50_ms:6.2f} ms  "
+        f"p99 {result.p99_ms:6.2f} ms  p99.9 {result.p999_ms:6.2f} ms  errors {result.errors}",
+        flush=True,
+    )
 
 
-def wait_for_port(port: int, process: subprocess.Popen[bytes], what: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{what} exited with {process.returncode}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"{what} did not start")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-@contextlib.contextmanager
-def backend_server(backend: str, workdir: Path) -> Iterator[dict[str, str]]:
-    """Start the backend (on CPU 1) and yield the KV_* variables that point kv at it."""
-    if backend == "memory":
-        yield {"KV_BACKEND": "memory"}
-        return
-    port = free_port()
-    data = Path(tempfile.mkdtemp(prefix=backend, dir=workdir))
-    log = (workdir / f"{backend}.log").open("wb")
-    if backend == "tarantool":
-        env = {
-            **os.environ,
-            "KV_TARANTOOL_LISTEN": f"127.0.0.1:{port}",
-            "KV_TARANTOOL_WORK_DIR": str(data),
+def bench_backend(run: BackendRun, args: argparse.Namespace, workdir: Path) -> None:
+    """Fill `run` step by step, so that a step that fails leaves the ones before it."""
+    with backend_server(run.backend, workdir) as server:
+        if server.pid:
+            run.placement[f"{run.backend} server"] = cpus_of(server.pid)
+        run.placement["wrk, paced client, watchers (taskset -c)"] = LOAD_CPU
+        if run.workers == 1 and "new-ops" not in args.skip:
+            with serve("kv", server, workdir) as kv:
+                list_keys = 10_000 if args.quick else LIST_KEYS
+                run.new_ops = bench_new_ops(
+                    kv, args.rounds, args.duration, workdir, list_keys=list_keys
+                )
+        samples = saturation(run, server, args, workdir)
+        run.saturation = {
+            app: {name: median_sample(runs) for name, runs in by.items()}
+            for app, by in samples.items()
         }
-        command = ["tarantool", str(ROOT / "deploy/tarantool/init.lua")]
-        settings = {"KV_BACKEND": "tarantool", "KV_TARANTOOL_URL": f"kv:kv@127.0.0.1:{port}"}
-    else:
-        env = dict(os.environ)
-        command = [
-            "redis-server",
-            str(ROOT / "deploy/redis/redis.conf"),
-            "--port",
-            str(port),
-            "--dir",
-            str(data),
-            "--bind",
-            "127.0.0.1",
-            "--daemonize",
-            "no",
-        ]
-        settings = {"KV_BACKEND": "redis", "KV_REDIS_URL": f"redis://127.0.0.1:{port}/0"}
-    process = subprocess.Popen(
-        ["taskset", "-c", "1", *command], env=env, cwd=data, stdout=log, stderr=log
-    )
-    try:
-        wait_for_port(port, process, backend)
-        time.sleep(0.5)  # the instance file may still be creating the space
-        yield settings
-    finally:
-        stop(process)
+        if "fixed" not in args.skip:
+            fixed_rate(run, server, args, workdir)
 
 
-@contextlib.contextmanager
-def serve(app: str, backend_env: dict[str, str], workdir: Path, workers: int) -> Iterator[str]:
-    """Run kv (app="kv") or the floor (app="floor") on CPU 0 (both CPUs with workers > 1)."""
-    port = free_port()
-    cpus = "0" if workers == 1 else "0,1"
-    if app == "kv":
-        env = {
-            **os.environ,
-            **backend_env,
-            "KV_PORT": str(port),
-            "KV_WORKERS": str(workers),
-            "KV_LOG_FILE": str(workdir / "kv-ops.log"),
-        }
-        command = [sys.executable, "-m", "kv.entrypoints.cli", "serve"]
-    else:
-        env = {**os.environ, "PYTHONPATH": str(ROOT / "bench")}
-        command = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "floor:app",
-            "--port",
-            str(port),
-            "--loop",
-            "uvloop",
-            "--http",
-            "httptools",
-            "--no-access-log",
-            "--log-level",
-            "warning",
-            "--workers",
-            str(workers),
-        ]
-    log = (workdir / f"{app}.stderr").open("ab")
-    process = subprocess.Popen(
-        ["taskset", "-c", cpus, *command], env=env, stdout=subprocess.DEVNULL, stderr=log
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_up(url + "/kv/x", process, app)
-        with httpx.Client(base_url=url, timeout=10) as client:
-            for key in ["bench", *(f"hot{i}" for i in range(100))]:
-                client.post("/kv", content=f'{{"key":"{key}","value":{VALUE}}}')
-        yield url
-    finally:
-        stop(process)
-
-
-def to_ms(text: str) -> float:
-    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
-    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-
-
-def wrk(url: str, workload: str, duration: int, workdir: Path) -> Sample:
-    command = [
-        "taskset",
-        "-c",
-        "1",
-        "wrk",
-        "-t1",
-        f"-c{CONNECTIONS}",
-        f"-d{duration}s",
-        "--latency",
-        url + PATHS.get(workload, "/kv/bench"),
-    ]
-    script = SCRIPTS[workload]
-    if script:
-        path = workdir / (re.sub(r"\W+", "_", workload) + ".lua")
-        path.write_text(script)
-        command[4:4] = ["-s", str(path)]  # after "wrk"
-    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
-    p50 = to_ms(re.search(r"\s50%\s+(\S+)", output).group(1))  # type: ignore[union-attr]
-    p99 = to_ms(re.search(r"\s99%\s+(\S+)", output).group(1))  # type: ignore[union-attr]
-    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
-    errors = re.search(r"Socket errors:.*", output)
-    if errors:
-        print(f"    wrk: {errors.group(0)}", flush=True)
-    return Sample(rps, p50, p99, int(bad.group(1)) if bad else 0)
-
-
-def median(samples: list[Sample]) -> Sample:
-    return Sample(
-        statistics.median(s.rps for s in samples),
-        statistics.median(s.p50_ms for s in samples),
-        statistics.median(s.p99_ms for s in samples),
-        max(s.errors for s in samples),
-    )
-
-
-def bench_backend(
-    backend: str, args: argparse.Namespace, workdir: Path, workers: int
-) -> dict[str, dict[str, Sample]]:
-    samples: dict[str, dict[str, list[Sample]]] = {"kv": {}, "floor": {}}
-    with backend_server(backend, workdir) as backend_env:
-        for round_ in range(args.rounds):
-            order = ("kv", "floor") if round_ % 2 == 0 else ("floor", "kv")
-            for app in order:
-                with serve(app, backend_env, workdir, workers) as url:
-                    for workload in SCRIPTS:
-                        sample = wrk(url, workload, args.duration, workdir)
-                        samples[app].setdefault(workload, []).append(sample)
-                        print(
-                            f"  {backend} x{workers} round {round_} {app:5} {workload:16} "
-                            f"{sample.rps:9,.0f} req/s  p50 {sample.p50_ms:6.2f} ms  "
-                            f"p99 {sample.p99_ms:6.2f} ms",
-                            flush=True,
-                        )
-    return {app: {w: median(s) for w, s in by.items()} for app, by in samples.items()}
-
-
-def table(results: dict[tuple[str, int], dict[str, dict[str, Sample]]]) -> str:
-    lines = [
-        "| backend | workers | workload | kv req/s | floor req/s | kv/floor | target "
-        "| kv p50 ms | kv p99 ms | floor p99 ms |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for (backend, workers), by_app in results.items():
-        for workload, kv in by_app["kv"].items():
-            floor = by_app["floor"][workload]
-            ratio = kv.rps / floor.rps
-            target = TARGETS[backend]
-            mark = "" if workers > 1 else (" ✅" if ratio >= target else " ❌")
-            lines.append(
-                f"| {backend} | {workers} | {workload} | {kv.rps:,.0f} | {floor.rps:,.0f} | "
-                f"{ratio:.2f}{mark} | {target:.2f} | {kv.p50_ms:.2f} | {kv.p99_ms:.2f} | "
-                f"{floor.p99_ms:.2f} |"
-            )
-    return "\n".join(lines)
-
-
-def chart(results: dict[tuple[str, int], dict[str, dict[str, Sample]]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    workloads = list(SCRIPTS)
-    groups = [(b, w) for (b, w) in results]
-    fig, ax = plt.subplots(figsize=(11, 5))
-    width = 0.8 / len(groups)
-    for i, (backend, workers) in enumerate(groups):
-        by_app = results[(backend, workers)]
-        ratios = [by_app["kv"][w].rps / by_app["floor"][w].rps for w in workloads]
-        xs = [j + i * width for j in range(len(workloads))]
-        label = backend if workers == 1 else f"{backend} ({workers} workers)"
-        ax.bar(xs, ratios, width, label=label)
-        if workers == 1:
-            ax.hlines(
-                TARGETS[backend],
-                xs[0] - width / 2,
-                xs[-1] + width / 2,
-                linestyles="dashed",
-                linewidth=0.8,
-                colors="grey",
-            )
-    ax.set_xticks([j + width * (len(groups) - 1) / 2 for j in range(len(workloads))], workloads)
-    ax.set_ylabel("kv req/s ÷ floor req/s")
-    ax.set_title(f"kv vs bare Starlette, {CONNECTIONS} connections (dashed: targets)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+def in_process(args: argparse.Namespace) -> dict[str, list[str]]:
+    """bench/listing.py and bench/memory_rss.py on CPU 0: their result lines."""
+    keys = "100000" if args.quick else "1000000"
+    pages = "200" if args.quick else "2000"
+    commands = {
+        "listing": ["bench/listing.py", "--sizes", keys, "--pages", pages],
+        "memory_rss": ["bench/memory_rss.py", "--keys", keys],
+    }
+    lines: dict[str, list[str]] = {}
+    for name, command in commands.items():
+        print(f"  {' '.join(command)}", flush=True)
+        output = subprocess.run(
+            ["taskset", "-c", "0", sys.executable, *command],
+            capture_output=True, text=True, check=True, cwd=ROOT,
+        ).stdout  # fmt: skip
+        lines[name] = output.strip().splitlines()
+        print("    " + "\n    ".join(lines[name]), flush=True)
+    return lines
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--backends", nargs="+", default=["memory", "tarantool", "redis"])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    parser.add_argument("--duration", type=int, default=4, help="seconds per run")
     parser.add_argument(
-        "--workers",
-        type=int,
-        default=2,
-        help="also run tarantool and redis with this many workers (1: skip)",
+        "--workers", type=int, default=1, help="also run tarantool and redis with this many"
     )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smaller stores (10,000 listed keys, 100,000 in-process)",
+    )
+    parser.add_argument("--skip", default="", help="comma-separated: new-ops, fixed, in-process")
     args = parser.parse_args()
-    for tool in ("wrk", "taskset"):
+    args.skip = set(filter(None, args.skip.split(",")))
+    for tool in ("wrk", "hey", "taskset"):
         if shutil.which(tool) is None:
             sys.exit(f"bench: {tool} is missing (make bench installs it)")
-    results: dict[tuple[str, int], dict[str, dict[str, Sample]]] = {}
+    started = time.monotonic()
+    load_before = os.getloadavg()
+    runs: list[BackendRun] = []
     with tempfile.TemporaryDirectory() as tmp:
-        for backend in args.backends:
-            results[(backend, 1)] = bench_backend(backend, args, Path(tmp), 1)
-        if args.workers > 1:
-            for backend in (b for b in args.backends if b != "memory"):
-                results[(backend, args.workers)] = bench_backend(
-                    backend, args, Path(tmp), args.workers
-                )
-    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
-    report = (
-        f"# kv benchmark, {stamp}\n\n"
-        f"Machine: {machine}. Command: `make bench` "
-        f"(`bench/run.py --rounds {args.rounds} --duration {args.duration}`). "
-        f"Medians of {args.rounds} alternating rounds; {CONNECTIONS} connections; kv and the "
-        "floor on CPU 0 (both CPUs with several workers), wrk and the backend on CPU 1; "
-        f"operation log on (INFO, to a file). Targets: kv/floor per backend, p99 ≤ "
-        f'{P99_TARGET_MS} ms. "GET missing" is a 404 for kv and a 200 for the floor.\n\n'
-        + table(results)
-        + "\n"
-    )
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "latest.md").write_text(report)
-    chart(results, RESULTS / "latest.png")
-    print("\n" + report)
-    print(f"written: {RESULTS / 'latest.md'}, {RESULTS / 'latest.png'}")
+        plan = [(b, 1) for b in args.backends]
+        plan += [(b, args.workers) for b in args.backends if b != "memory" and args.workers > 1]
+        for backend, workers in plan:
+            runs.append(BackendRun(backend, workers))
+            try:
+                bench_backend(runs[-1], args, Path(tmp))
+            except Exception as exc:  # the report says why; the other backends go on
+                print(f"  {backend} x{workers} failed: {exc!r}", flush=True)
+                runs[-1].failure = f"{type(exc).__name__}: {exc}"
+    lines = {} if "in-process" in args.skip else in_process(args)
+    report = Run(args, runs, lines, load_before, os.getloadavg(), time.monotonic() - started)
+    write_report(report)
 
 
 if __name__ == "__main__":

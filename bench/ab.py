@@ -1,70 +1,31 @@
 """A against B: kv on memory under wrk, with a setting at two values or at two commits.
 
 Alternating rounds of wrk (one thread, 50 connections) against `kv serve`, the server pinned to
-CPU 0 and wrk to CPU 1, the log written to a file; prints requests/s per round and, per
-workload, the ratio of the medians and of the best rounds (less sensitive to other load).
+CPU 0 and wrk to CPU 1, the log written to a file, kv's cyclic GC recorded by
+bench/gc_probe.py. Prints requests/s per round and, per workload, the ratio of the medians and
+of the best rounds (less sensitive to other load), then the collector's work under each: the
+collections per generation, their total and longest time, over all rounds.
 
     .venv/bin/python bench/ab.py setting KV_LOG_LEVEL INFO WARNING   # the operation log
     .venv/bin/python bench/ab.py setting KV_METRICS true false       # Prometheus metrics
     .venv/bin/python bench/ab.py commits HEAD 9085f82~               # a change's cost
-    options: [--rounds 5] [--duration 5]
+    options: [--rounds 5] [--duration 5] [--workloads "GET existing,PUT overwrite"]
 
 `commits` runs each commit's `src/` (exported with `git archive`) on this checkout's .venv.
 """
 
 import argparse
-import os
-import re
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-import httpx
+from gc_probe import GcWork, difference
+from load import wrk
+from processes import Backend, gc_snapshot, serve
+from workloads import BY_NAME
 
-PUT_SCRIPT = """
-wrk.method = "PUT"
-wrk.body = '{"value": {"n": 12345, "s": "some text"}}'
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start(variables: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "KV_PORT": str(port), "KV_BACKEND": "memory", **variables}
-    env.pop("KV_METRICS_DIR", None)
-    process = subprocess.Popen(
-        ["taskset", "-c", "0", sys.executable, "-m", "kv.entrypoints.cli", "serve"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=log.open("wb"),
-    )
-    for _ in range(300):
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
-            break
-        except httpx.TransportError:
-            time.sleep(0.05)
-    httpx.post(f"http://127.0.0.1:{port}/kv", json={"key": "bench", "value": {"n": 1}})
-    return process
-
-
-def wrk(url: str, duration: int, script: Path | None) -> float:
-    command = ["taskset", "-c", "1", "wrk", "-t1", "-c50", f"-d{duration}s", url]
-    if script is not None:
-        command[5:5] = ["-s", str(script)]
-    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    match = re.search(r"Requests/sec:\s+([\d.]+)", output)
-    if match is None:
-        raise RuntimeError(output)
-    return float(match.group(1))
+DEFAULT_WORKLOADS = "GET existing,PUT overwrite,POST new keys"
 
 
 def export(revision: str, into: Path) -> Path:
@@ -81,6 +42,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--duration", type=int, default=5)
+    parser.add_argument("--workloads", default=DEFAULT_WORKLOADS, help="names from workloads.py")
     kinds = parser.add_subparsers(dest="kind", required=True)
     setting = kinds.add_parser("setting", help="a KV_* variable at two values")
     setting.add_argument("variable", help="a KV_* variable, e.g. KV_LOG_LEVEL")
@@ -90,37 +52,47 @@ def main() -> None:
     commits.add_argument("on", help="the commit measured, e.g. HEAD")
     commits.add_argument("off", help="the commit to compare with, e.g. HEAD~3")
     args = parser.parse_args()
+    workloads = [BY_NAME[name.strip()] for name in args.workloads.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
-        variants: dict[str, dict[str, str]] = {}
-        if args.kind == "setting":
-            variants = {value: {args.variable: value} for value in (args.on, args.off)}
-        else:
-            for index, revision in enumerate((args.on, args.off)):
-                source = export(revision, Path(tmp) / f"rev{index}")
-                variants[revision] = {"PYTHONPATH": str(source)}
-        put = Path(tmp) / "put.lua"
-        put.write_text(PUT_SCRIPT)
+        workdir = Path(tmp)
+        variants: dict[str, Backend] = {}
+        for index, label in enumerate((args.on, args.off)):
+            if args.kind == "setting":
+                variables = {args.variable: label}
+            else:
+                variables = {"PYTHONPATH": str(export(label, workdir / f"rev{index}"))}
+            variants[label] = Backend("memory", {"KV_BACKEND": "memory", **variables}, None)
         results: dict[tuple[str, str], list[float]] = {}
+        collector: dict[str, list[GcWork]] = {label: [] for label in variants}
         for round_ in range(args.rounds):
             order = (args.on, args.off) if round_ % 2 == 0 else (args.off, args.on)
             for label in order:
-                port = free_port()
-                log = Path(tmp) / f"kv-{round_}-{order.index(label)}.log"
-                process = start(variants[label], port, log)
-                try:
-                    for name, script in (("GET", None), ("PUT", put)):
-                        rps = wrk(f"http://127.0.0.1:{port}/kv/bench", args.duration, script)
-                        results.setdefault((name, label), []).append(rps)
-                        print(f"round {round_} {name} {label}: {rps:,.0f} req/s", flush=True)
-                finally:
-                    process.terminate()
-                    process.wait()
-        print(f"\nworkload  statistic  {args.on:>12}  {args.off:>12}  ratio")
-        for name in ("GET", "PUT"):
+                with serve("kv", variants[label], workdir, gc_probe=True) as server:
+                    for workload in workloads:
+                        before = gc_snapshot(server)
+                        sample = wrk(server.url, workload, args.duration, workdir)
+                        collector[label].append(difference(before, gc_snapshot(server)))
+                        results.setdefault((workload.name, label), []).append(sample.rps)
+                        print(
+                            f"round {round_} {workload.name:14} {label}: {sample.rps:,.0f} req/s"
+                            f"  p99 {sample.p99_ms:.2f} ms",
+                            flush=True,
+                        )
+        print(f"\n{'workload':14}  statistic  {args.on:>12}  {args.off:>12}  ratio")
+        for workload in workloads:
             for statistic, pick in (("median", statistics.median), ("best", max)):
-                on = pick(results[(name, args.on)])
-                off = pick(results[(name, args.off)])
-                print(f"{name:8}  {statistic:9}  {on:12,.0f}  {off:12,.0f}  {on / off:5.3f}")
+                on = pick(results[(workload.name, args.on)])
+                off = pick(results[(workload.name, args.off)])
+                print(
+                    f"{workload.name:14}  {statistic:9}  {on:12,.0f}  {off:12,.0f}  {on / off:5.3f}"
+                )
+        header = f"{'GC, all rounds':14}  {'gen0/gen1/gen2':>16}   total ms  longest ms"
+        print("\n" + header)
+        for label, works in collector.items():
+            counts = "/".join(str(sum(w.collections[g] for w in works)) for g in range(3))
+            total = sum(w.gc_seconds for w in works) * 1000
+            longest = max(w.longest for w in works) * 1000
+            print(f"{label:14}  {counts:>16}  {total:9.1f}  {longest:10.2f}")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,9 @@ figures are CPU time per request (protocol, uvicorn's request cycle, the app's t
     options: [--blocks 300]
 
 Both copies import the rest of kv from the installed tree, so an older protocol.py must not
-need a module that has changed since.
+need a module that has changed since. That includes the class's base, ConnectionDeadlines
+(deadlines.py, split from protocol.py): a copy of protocol.py from before that split holds the
+whole class, a later one only its events.
 """
 
 import argparse

@@ -15,12 +15,13 @@ from starlette.routing import Route
 from kv.container import Settings
 from kv.domain.errors import InvalidKey
 from kv.domain.model import MAX_KEY_BYTES, parse_key
-from kv.entrypoints.components import IF_MATCH_PATTERN, IF_NONE_MATCH_PATTERN, KEY_PATTERN
+from kv.entrypoints.components import IF_MATCH_PATTERN, IF_NONE_MATCH_PATTERN
 from kv.entrypoints.docs import DOCS_ASSETS_PATH
 from kv.entrypoints.http import create_app
 from kv.entrypoints.openapi import build_document
 from kv.entrypoints.operations import operations
 from kv.entrypoints.problems import problem_body
+from kv.entrypoints.schemas import KEY_PATTERN
 from kv.metrics import strip_convertors
 from tests.conftest import open_client
 

@@ -12,8 +12,9 @@ import orjson
 
 from kv import __version__
 from kv.container import Settings
-from kv.entrypoints.components import FAILURES, JSON, Schema, components, ref
+from kv.entrypoints.components import FAILURES, JSON, components
 from kv.entrypoints.operations import TAGS, Operation, Success
+from kv.entrypoints.schemas import Schema, ref
 
 
 def _success(ok: Success) -> Schema:

@@ -1,7 +1,7 @@
 """The Redis backend, standalone or Cluster, over `redis.asyncio`.
 
 - layout.py: where records, kv's entries (index, expiry) and the change channel live;
-- scripts.py: the Lua scripts, one atomic step each;
+- scripts.py: the Lua scripts, one atomic step each (write_scripts.py, scan_scripts.py);
 - repository.py: the port's operations on top of them;
 - calls.py: how a call reaches Redis (pipeline.py on a standalone server), within the timeout;
 - deadline.py: a timeout that measures Redis, not kv's own event loop;

@@ -4,10 +4,12 @@
     .venv/bin/python bench/tarantool_features.py                  # everything (~5 minutes)
     .venv/bin/python bench/tarantool_features.py --only page,writes --keys 100000
     options: [--only page,writes,txn,expiry] [--keys 1000000] [--rounds 21] [--duration 1]
+             [--against REV]
 
 - page: a 100-key page (keys only, and with values) from 10,000 keys, then from `--keys`;
-- writes: create + replace throughput and Tarantool's CPU per write, this branch's adapter
-  and init.lua against `main`'s (taken with `git show main:...`), in alternating rounds,
+- writes: create + replace throughput and Tarantool's CPU per write, this checkout's adapter
+  and init.lua against those of `--against` (default a6ecbd0, the last main before listing,
+  expiry, watch and transactions; taken with `git show REV:...`), in alternating rounds,
   compared round by round;
 - txn: a 10-operation transaction against 10 replaces, one after another and all at once;
 - expiry: gets' latency while 100,000 keys with a 1 s ttl expire at once, against without,
@@ -45,7 +47,7 @@ TIMEOUT = 10.0
 USER = PASSWORD = "kv"  # noqa: S105 (init.lua's defaults)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-Repository = Any  # this branch's TarantoolRepository, or main's
+Repository = Any  # this checkout's TarantoolRepository, or the one of --against
 
 
 TARANTOOL_VERSION = subprocess.run(
@@ -99,17 +101,22 @@ class Instance:
         self.process.wait(timeout=30)
 
 
-def main_branch_file(path: str, directory: Path) -> Path:
+# The last main with the single-key adapter (one module, src/kv/adapters/tarantool.py).
+BEFORE_FEATURES = "a6ecbd0"
+
+
+def main_branch_file(path: str, directory: Path, revision: str) -> Path:
     text = subprocess.run(
-        ["git", "show", f"main:{path}"], cwd=ROOT, capture_output=True, text=True, check=True
+        ["git", "show", f"{revision}:{path}"], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout
     target = directory / Path(path).name
     target.write_text(text)
     return target
 
 
-def main_adapter(directory: Path) -> ModuleType:
-    source = main_branch_file("src/kv/adapters/tarantool.py", directory)
+def main_adapter(directory: Path, revision: str) -> ModuleType:
+    """The adapter of `revision`, which must still be one module."""
+    source = main_branch_file("src/kv/adapters/tarantool.py", directory, revision)
     spec = importlib.util.spec_from_file_location("kv_main_tarantool", source)
     assert spec is not None
     assert spec.loader is not None
@@ -171,7 +178,7 @@ async def bench_page(directory: Path, keys: int) -> None:
         instance.stop()
 
 
-# --- (b) writes: this branch against main -------------------------------------------------
+# --- (b) writes: this checkout against --against ----------------------------------------
 
 
 async def write_round(
@@ -205,17 +212,17 @@ async def write_round(
     )
 
 
-async def bench_writes(directory: Path, rounds: int, seconds: float) -> None:
-    old_lua = main_branch_file("deploy/tarantool/init.lua", directory)
-    old_adapter = main_adapter(directory)
+async def bench_writes(directory: Path, rounds: int, seconds: float, against: str) -> None:
+    old_lua = main_branch_file("deploy/tarantool/init.lua", directory, against)
+    old_adapter = main_adapter(directory, against)
     variants = {
-        "main": (
-            Instance(old_lua, directory / "main"),
+        "before": (
+            Instance(old_lua, directory / "before"),
             old_adapter.open_tarantool_repository,
             None,
         ),
-        "branch": (Instance(INIT_LUA, directory / "branch"), open_tarantool_repository, None),
-        "branch, ttl 1 h": (
+        "now": (Instance(INIT_LUA, directory / "now"), open_tarantool_repository, None),
+        "now, ttl 1 h": (
             Instance(INIT_LUA, directory / "branch-ttl"),
             open_tarantool_repository,
             3_600_000,
@@ -224,11 +231,11 @@ async def bench_writes(directory: Path, rounds: int, seconds: float) -> None:
     results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in variants}
     try:
         async with (
-            opened(variants["main"][1], variants["main"][0].url) as main,
-            opened(open_tarantool_repository, variants["branch"][0].url) as branch,
-            opened(open_tarantool_repository, variants["branch, ttl 1 h"][0].url) as with_ttl,
+            opened(variants["before"][1], variants["before"][0].url) as main,
+            opened(open_tarantool_repository, variants["now"][0].url) as branch,
+            opened(open_tarantool_repository, variants["now, ttl 1 h"][0].url) as with_ttl,
         ):
-            repositories = {"main": main, "branch": branch, "branch, ttl 1 h": with_ttl}
+            repositories = {"before": main, "now": branch, "now, ttl 1 h": with_ttl}
             names = list(variants)
             for r in range(rounds):
                 order = names if r % 2 == 0 else names[::-1]
@@ -242,7 +249,7 @@ async def bench_writes(directory: Path, rounds: int, seconds: float) -> None:
             instance.stop()
     print(f"\n## Writes: create + replace, 64 concurrent workers, {rounds} alternating rounds\n")
     print(
-        "| adapter and init.lua | writes/s, median | against main in the same round: "
+        "| adapter and init.lua | writes/s, median | against before in the same round: "
         "writes/s | CPU/write in Tarantool | CPU/write in the adapter |"
     )
     print("|---|---|---|---|---|")
@@ -251,7 +258,8 @@ async def bench_writes(directory: Path, rounds: int, seconds: float) -> None:
         """The median, over rounds, of `name`'s figure over main's in the same round, and the
         middle half of those ratios: adjacent runs share the machine's other load."""
         ratios = sorted(
-            mine[i] / theirs[i] for mine, theirs in zip(results[name], results["main"], strict=True)
+            mine[i] / theirs[i]
+            for mine, theirs in zip(results[name], results["before"], strict=True)
         )
         low, high = ratios[len(ratios) // 4], ratios[(3 * len(ratios)) // 4]
         return f"{statistics.median(ratios):.3f} ({low:.2f}-{high:.2f})"
@@ -425,6 +433,7 @@ async def main() -> None:
     # it, and the ratio of the two is steadier than either figure.
     parser.add_argument("--rounds", type=int, default=21)
     parser.add_argument("--duration", type=float, default=1.0)
+    parser.add_argument("--against", default=BEFORE_FEATURES, help="the revision to compare with")
     args = parser.parse_args()
     only = set(args.only.split(","))
     print(f"{TARANTOOL_VERSION}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
@@ -433,7 +442,7 @@ async def main() -> None:
         if "page" in only:
             await bench_page(directory, args.keys)
         if "writes" in only:
-            await bench_writes(directory, args.rounds, args.duration)
+            await bench_writes(directory, args.rounds, args.duration, args.against)
         if "txn" in only:
             await bench_txn(directory, max(args.duration, 3.0))
         if "expiry" in only:

@@ -16,6 +16,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
+from kv.entrypoints.coalesce import CoalescingTransport
 from kv.entrypoints.raw_answers import Overload, raw_problem
 from kv.entrypoints.request_ids import RequestIds
 
@@ -49,7 +50,7 @@ class ConnectionDeadlines(HttpToolsProtocol):
         self.open_connections = server_state.connections
         self.running_requests = server_state.tasks
         # Set by connection_made (asyncio's interface rather than uvicorn's attributes).
-        self.connection: asyncio.Transport = None  # type: ignore[assignment]
+        self.connection: CoalescingTransport = None  # type: ignore[assignment]
         self.event_loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self.reading_head = True  # waiting for (the rest of) a request line and headers
         self.reading_body = False  # the head has arrived, the body has not all arrived

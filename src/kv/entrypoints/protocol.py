@@ -53,6 +53,7 @@ from typing import NoReturn
 import httptools
 import uvicorn
 
+from kv.entrypoints.coalesce import CoalescingTransport
 from kv.entrypoints.deadlines import ConnectionDeadlines
 from kv.entrypoints.raw_answers import Overload
 from kv.entrypoints.request_ids import RequestIds
@@ -82,9 +83,9 @@ class GuardedHttpToolsProtocol(ConnectionDeadlines):
     # --- connection events ------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self.connection = transport
         self.event_loop = asyncio.get_running_loop()
+        self.connection = CoalescingTransport(transport, self.event_loop)
+        super().connection_made(self.connection)
         self.idle_since = self.event_loop.time()
         self._time_the_head()
 
@@ -273,6 +274,7 @@ class GuardedHttpToolsProtocol(ConnectionDeadlines):
                 stop.set()
 
     def on_response_complete(self) -> None:
+        self.connection.flush()  # the response, head and body, in one write
         if self.unanswered:
             self.unanswered.popleft()
         super().on_response_complete()

@@ -112,11 +112,18 @@ class Calls:
                 # Any error here must reach the callers: nobody else would wake them.
                 self._fail(chunk, exc)
             else:
-                call.add_done_callback(functools.partial(self._answer, chunk))
+                call.add_done_callback(functools.partial(self._answer, chunk, operations))
 
     @staticmethod
-    def _answer(chunk: _Pending, call: Any) -> None:
-        """Hand each operation its own answer, or the call's failure to every one."""
+    def _answer(chunk: _Pending, operations: list[Operation], call: Any) -> None:
+        """Hand each operation its own answer, or the call's failure to every one.
+
+        asynctnt's request, future and response refer to each other: a cycle that only the
+        cyclic GC frees, with the operations sent and the results received in it. Emptied
+        here, those (a list or two per request) are freed as soon as their requests are
+        done, and the collector runs less often, with less to walk (#19).
+        """
+        operations.clear()
         try:
             results = call.result()[0]
         except asyncio.CancelledError:
@@ -127,6 +134,8 @@ class Calls:
             for (_, answer), result in zip(chunk, results, strict=True):
                 if not answer.done():  # done: its request was cancelled (the client left)
                     answer.set_result(result)
+            if isinstance(results, list):
+                results.clear()
 
     @staticmethod
     def _fail(chunk: _Pending, failure: BaseException) -> None:

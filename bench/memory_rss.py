@@ -1,7 +1,10 @@
-"""RSS per key of the memory backend: 1M keys with 100-byte values.
+"""RSS per key of the memory backend: 1M keys with 100-byte values; and what the cyclic GC
+still has to walk with them stored.
 
 Loads the keys through KVService (as the HTTP handlers do, minus HTTP) in this process and
-reports the growth of the resident set divided by the number of keys.
+reports the growth of the resident set divided by the number of keys, then the objects the
+collector tracks and how long a full collection takes (the pause every request in flight
+would wait for, #19): stored records are meant to stay out of its reach.
 
     .venv/bin/python bench/memory_rss.py [--keys 1000000] [--value-bytes 100]
 """
@@ -9,6 +12,8 @@ reports the growth of the resident set divided by the number of keys.
 import argparse
 import asyncio
 import gc
+import statistics
+import time
 from pathlib import Path
 
 from kv.adapters.memory import MemoryRepository
@@ -48,6 +53,15 @@ def main() -> None:
         f"{args.keys:,} keys of {key_bytes} bytes with {args.value_bytes}-byte values: "
         f"RSS +{grown / 2**20:,.0f} MiB, {grown / args.keys:,.0f} bytes per key "
         f"({key_bytes + args.value_bytes} bytes of key and value)"
+    )
+    pauses = []
+    for _ in range(5):
+        started = time.perf_counter()
+        gc.collect()
+        pauses.append(time.perf_counter() - started)
+    print(
+        f"with them stored: {len(gc.get_objects()):,} objects tracked by the cyclic GC, "
+        f"a full collection {statistics.median(pauses) * 1000:.1f} ms (median of 5)"
     )
 
 

@@ -250,11 +250,13 @@ def in_process_section(run: Run) -> str:
             )  # fmt: skip
     rss = lines.get("memory_rss", [])
     if rss:
-        out += ["", "`bench/memory_rss.py` (memory backend):", "", f"    {rss[-1]}"]
-        per_key = re.search(r"([\d,]+) bytes per key", rss[-1])
+        out += ["", "`bench/memory_rss.py` (memory backend):", ""]
+        out += [f"    {line}" for line in rss]
+        line = next((line for line in rss if "bytes per key" in line), "")
+        per_key = re.search(r"([\d,]+) bytes per key", line)
         if per_key:
             value = int(per_key.group(1).replace(",", ""))
-            keys = rss[-1].split(" keys")[0]
+            keys = line.split(" keys")[0]
             run.target(
                 f"memory: ≤ {RSS_PER_KEY} bytes of RSS per key at {keys} keys",
                 f"{value} bytes", value <= RSS_PER_KEY,

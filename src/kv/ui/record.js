@@ -76,6 +76,10 @@ export class RecordPanel {
     const record = type === "put" ? data : null;
     if (state.kind === "view" || state.kind === "gone") {
       if (record && record.revision === state.record?.revision) return;
+      // Already shown gone: the watch's word on a delete this page made itself may come
+      // after the answer to it (they travel on two connections), and must not turn
+      // "Deleted." into "Deleted by another client.".
+      if (!record && state.kind === "gone") return;
       if (record) this.set({ kind: "view", key: state.key, record, updated: true });
       else this.set({ kind: "gone", key: state.key, reason: data.reason });
     } else if (state.kind === "edit") {

@@ -11,8 +11,9 @@ end). Prints one table per measurement.
 - listing: a 100-key page (keys only, and with values) from 10,000 and --keys keys on
   standalone Redis, 10,000 and --cluster-keys on the Cluster; time per page over many pages
   from random cursors.
-- writes: create (new keys) and replace (overwrite) throughput through this branch's adapter
-  against `main`'s (its redis.py taken from git), alternating rounds in one process; the
+- writes: create (new keys) and replace (overwrite) throughput through this checkout's
+  adapter against the single-key one of a6ecbd0, the last main before listing, expiry, watch
+  and transactions (its redis.py taken from git), alternating rounds in one process; the
   ratio is the cost of the index upkeep, expiry bookkeeping and publication together.
 - txn: a 10-operation transaction (10 puts of one {tag}) against 10 single replaces.
 - publish: replace throughput with the change publication against without it (a bench-only
@@ -59,10 +60,14 @@ async def branch(url: str, prefix: str, cluster: bool, **options: Any) -> AsyncI
         yield repository
 
 
+# The last main with the single-key adapter, one module; main now holds the features.
+BEFORE_FEATURES = "a6ecbd0"
+
+
 @contextlib.asynccontextmanager
 async def main_branch(url: str, prefix: str, cluster: bool) -> AsyncIterator[Any]:
-    """`main`'s Redis adapter (src/kv/adapters/redis.py there), loaded from git."""
-    git = ["git", "show", "main:src/kv/adapters/redis.py"]
+    """The single-key Redis adapter (src/kv/adapters/redis.py of BEFORE_FEATURES), from git."""
+    git = ["git", "show", f"{BEFORE_FEATURES}:src/kv/adapters/redis.py"]
     source = subprocess.run(git, capture_output=True, text=True, check=True).stdout  # noqa: ASYNC221
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as file:
         file.write(source)

@@ -18,25 +18,11 @@ from kv.entrypoints.requests import (
     only_if_absent,
     utf8_size,
 )
+from kv.entrypoints.responses import ReadyResponse
 from kv.entrypoints.ui import UI_PATH
 
 JSON = "application/json"
-
-
-class RecordResponse(Response):
-    """A 200 JSON body with a record's ETag, headers built directly (the hot path's response)."""
-
-    media_type = JSON
-
-    def __init__(self, body: bytes, revision: int) -> None:
-        self.status_code = 200
-        self.background = None
-        self.body = body
-        self.raw_headers = [
-            (b"content-length", b"%d" % len(body)),
-            (b"content-type", b"application/json"),
-            (b"etag", b'"%d"' % revision),
-        ]
+_JSON = JSON.encode()
 
 
 def record_json(record: Record) -> bytes:
@@ -61,12 +47,17 @@ def rfc3339(ms: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
 
 
+def _etag(revision: int) -> list[tuple[bytes, bytes]]:
+    return [(b"etag", b'"%d"' % revision)]
+
+
 def record_response(record: Record) -> Response:
-    return RecordResponse(record_json(record), record.revision)
+    return ReadyResponse(record_json(record), 200, _JSON, _etag(record.revision))
 
 
 def deleted_response(key: str, revision: int) -> Response:
-    return RecordResponse(b'{"key":%b,"revision":%d}' % (orjson.dumps(key), revision), revision)
+    body = b'{"key":%b,"revision":%d}' % (orjson.dumps(key), revision)
+    return ReadyResponse(body, 200, _JSON, _etag(revision))
 
 
 def json_response(content: Any) -> Response:

@@ -10,18 +10,22 @@ collections per generation, their total and longest time, over all rounds.
     .venv/bin/python bench/ab.py setting KV_METRICS true false       # Prometheus metrics
     .venv/bin/python bench/ab.py commits HEAD 9085f82~               # a change's cost
     options: [--rounds 5] [--duration 5] [--workloads "GET existing,PUT overwrite"]
+             [--watchers N]   # PUTs round w/0..w/99 while N SSE watchers read w/ instead
 
 `commits` runs each commit's `src/` (exported with `git archive`) on this checkout's .venv.
 """
 
 import argparse
+import contextlib
 import statistics
 import subprocess
 import tempfile
 from pathlib import Path
 
+import httpx
 from gc_probe import GcWork, difference
 from load import wrk
+from new_ops import WATCHED_KEYS, load, put_watched, watchers
 from processes import Backend, gc_snapshot, serve
 from workloads import BY_NAME
 
@@ -43,6 +47,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--workloads", default=DEFAULT_WORKLOADS, help="names from workloads.py")
+    parser.add_argument("--watchers", type=int, help="N watchers of PUTs (bench/new_ops.py)")
     kinds = parser.add_subparsers(dest="kind", required=True)
     setting = kinds.add_parser("setting", help="a KV_* variable at two values")
     setting.add_argument("variable", help="a KV_* variable, e.g. KV_LOG_LEVEL")
@@ -53,6 +58,8 @@ def main() -> None:
     commits.add_argument("off", help="the commit to compare with, e.g. HEAD~3")
     args = parser.parse_args()
     workloads = [BY_NAME[name.strip()] for name in args.workloads.split(",")]
+    if args.watchers is not None:
+        workloads = [put_watched()]
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         variants: dict[str, Backend] = {}
@@ -67,7 +74,15 @@ def main() -> None:
         for round_ in range(args.rounds):
             order = (args.on, args.off) if round_ % 2 == 0 else (args.off, args.on)
             for label in order:
-                with serve("kv", variants[label], workdir, gc_probe=True) as server:
+                with (
+                    serve("kv", variants[label], workdir, gc_probe=True) as server,
+                    contextlib.ExitStack() as stack,
+                ):
+                    if args.watchers is not None:
+                        with httpx.Client(base_url=server.url) as client:
+                            load(client, [f"w/{i}" for i in range(WATCHED_KEYS)])
+                        if args.watchers:
+                            stack.enter_context(watchers(server.port, args.watchers))
                     for workload in workloads:
                         before = gc_snapshot(server)
                         sample = wrk(server.url, workload, args.duration, workdir)

@@ -179,9 +179,7 @@ def bench_new_ops(
     listing = Workload("listing", pages[0], _lua_cycle(pages))
     txn = Workload("txn", "/txn", _lua_cycle(["/txn"], "POST", txn_bodies))
     puts = Workload("puts", "/kv", _lua_cycle([f"/kv/{k}" for k in txn_keys], "PUT", [record]))
-    put_watched = Workload(
-        "watched", "/kv", _lua_cycle([f"/kv/{k}" for k in watched], "PUT", [record])
-    )
+    watched_put = put_watched()
     for round_ in range(rounds):
         _measure(
             result, "listing", partial(wrk, server.url, listing, duration, workdir), result.listing
@@ -189,10 +187,16 @@ def bench_new_ops(
         _measure(result, "txn", partial(wrk, server.url, txn, duration, workdir), result.txn)
         _measure(result, "puts", partial(wrk, server.url, puts, duration, workdir), result.puts)
         for count in WATCHER_COUNTS[round_ % 3 :] + WATCHER_COUNTS[: round_ % 3]:
-            run = partial(watched_puts, server, count, put_watched, duration, workdir)
+            run = partial(watched_puts, server, count, watched_put, duration, workdir)
             _measure(result, f"{count} watchers", run, result.watched.setdefault(count, []))
         print(f"  new operations, round {round_}: {summary(result)}", flush=True)
     return result
+
+
+def put_watched() -> Workload:
+    """PUTs round the WATCHED_KEYS keys w/0 .. w/99."""
+    paths = [f"/kv/w/{i}" for i in range(WATCHED_KEYS)]
+    return Workload("watched", "/kv", _lua_cycle(paths, "PUT", [f'{{"value":{VALUE}}}']))
 
 
 def _pages(list_keys: int) -> list[str]:

@@ -1,17 +1,22 @@
 """Where `kv serve`'s time goes under load: a py-spy profile of one workload, summarised.
 
     .venv/bin/python bench/profile.py [--workload "PUT overwrite"] [--backend memory]
-        [--seconds 9] [--top 25]
+        [--seconds 9] [--top 25] [--watchers N]
 
 kv serves on CPU 0 (bench/processes.py), wrk loads it from CPU 1 with the workload of
-bench/workloads.py, and py-spy samples kv at 200 Hz from CPU 1 meanwhile. The folded stacks
-are kept in bench/results/profile-<workload>.folded (for flamegraph tools); printed: the share
-of samples per function, in the function itself and in it or what it called. Time in C (the
-socket writes, uvloop, orjson) counts to the Python function that called it.
+bench/workloads.py, and py-spy samples kv at 200 Hz from CPU 1 meanwhile. The folded
+stacks are kept in bench/results/profile-<backend>-<workload>.folded (for flamegraph tools);
+printed: the share of samples per function, in the function itself and in it or what it
+called. Time in C (the socket writes, uvloop, orjson) counts to the Python function that
+called it.
+
+`--watchers N`: N SSE watchers (bench/watchers.py, on the load CPU) read the prefix `w/`
+while wrk PUTs round its 100 keys, as in bench/new_ops.py; `--workload` is then ignored.
 """
 
 import argparse
 import collections
+import contextlib
 import re
 import subprocess
 import sys
@@ -19,7 +24,9 @@ import tempfile
 import threading
 from pathlib import Path
 
+import httpx
 from load import wrk
+from new_ops import WATCHED_KEYS, load, put_watched, watchers
 from processes import LOAD_CPU, ROOT, backend_server, serve
 from workloads import BY_NAME
 
@@ -60,26 +67,37 @@ def main() -> None:
     parser.add_argument("--backend", default="memory", choices=["memory", "tarantool", "redis"])
     parser.add_argument("--seconds", type=int, default=9)
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--watchers", type=int, default=None)
     args = parser.parse_args()
+    workload = BY_NAME[args.workload]
+    if args.watchers is not None:
+        workload = put_watched()
+        args.workload = f"PUT with {args.watchers} watchers"
     slug = re.sub(r"\W+", "-", f"{args.backend} {args.workload}").lower()
     folded = ROOT / "bench" / "results" / f"profile-{slug}.folded"
     with (
         tempfile.TemporaryDirectory() as tmp,
         backend_server(args.backend, Path(tmp)) as backend,
         serve("kv", backend, Path(tmp)) as server,
+        contextlib.ExitStack() as stack,
     ):
+        if args.watchers is not None:
+            with httpx.Client(base_url=server.url) as client:
+                load(client, [f"w/{i}" for i in range(WATCHED_KEYS)])
+            if args.watchers:
+                stack.enter_context(watchers(server.port, args.watchers))
         # wrk runs a second longer on each side than py-spy samples.
-        load = threading.Thread(
-            target=wrk, args=(server.url, BY_NAME[args.workload], args.seconds + 2, Path(tmp))
+        loader = threading.Thread(
+            target=wrk, args=(server.url, workload, args.seconds + 2, Path(tmp))
         )
-        load.start()
+        loader.start()
         subprocess.run(
             ["taskset", "-c", LOAD_CPU, str(PY_SPY), "record", "--pid", str(server.process.pid),
              "--duration", str(args.seconds), "--rate", str(SAMPLES_PER_SECOND),
              "--format", "raw", "--output", str(folded)],
             check=True, capture_output=True,
         )  # fmt: skip
-        load.join()
+        loader.join()
     print(f"{args.backend}, {args.workload}: {folded.relative_to(ROOT)}")
     summarise(folded, args.top)
 

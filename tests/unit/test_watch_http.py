@@ -49,6 +49,7 @@ class Stream:
             self.reading.set()
         self.messages: asyncio.Queue[Message] = asyncio.Queue()
         self.buffer = b""
+        self.bodies: list[bytes] = []  # every body chunk the app sent, as it sent it
         self.task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> "Stream":
@@ -67,6 +68,8 @@ class Stream:
 
     async def _send(self, message: Message) -> None:
         await self.reading.wait()
+        if message["type"] == "http.response.body":
+            self.bodies.append(message.get("body", b""))
         await self.messages.put(message)
 
     async def start(self) -> Message:
@@ -221,3 +224,31 @@ async def test_opening_and_closing_are_logged(lines: list[str]) -> None:
     assert 'watch key="p/" outcome=ok status=200' in watch[0] and 'phase="open"' in watch[0]
     assert 'phase="closed"' in watch[1] and 'ended="client"' in watch[1]
     assert "events=1" in watch[1]
+
+
+async def test_two_watchers_get_one_encoding_of_each_change() -> None:
+    async with (
+        running(Settings()) as (app, client),
+        Stream(app, "/watch?prefix=") as first,
+        Stream(app, "/watch?key=k") as second,
+    ):
+        for stream in (first, second):
+            await stream.start()
+            await stream.event()
+        await client.post("/kv", json={"key": "k", "value": {"x": 1}})
+        expected = ("put", {"key": "k", "value": {"x": 1}, "revision": 1})
+        assert await first.event() == expected
+        assert await second.event() == expected
+        assert first.bodies[-1] is second.bodies[-1]  # the same bytes, encoded once
+
+
+def test_events_are_cached_by_change_up_to_a_size_and_a_count() -> None:
+    small = Change("k", 1, "1")
+    assert watching.event(small) is watching.event(small)
+    assert watching.event(small) is not watching.event(Change("k", 1, "1"))  # another change
+    large = Change("k", 1, '"' + "x" * watching._CACHED_EVENT_BYTES + '"')
+    assert watching.event(large) == watching.event(large)
+    assert watching.event(large) is not watching.event(large)  # encoded each time
+    for revision in range(2 * watching._CACHED_EVENTS):
+        watching.event(Change("k", revision, "1"))
+    assert len(watching._events_of) == watching._CACHED_EVENTS

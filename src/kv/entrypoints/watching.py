@@ -117,8 +117,29 @@ async def _events(send: Send, data: bytes) -> None:
     await send({"type": "http.response.body", "body": data, "more_body": True})
 
 
+# The events of the latest changes, by the change's identity: every watcher of a change is
+# handed the same Change object, so the first to send it encodes it for all of them. An entry
+# holds its change, so no other object can take its id while it is cached; large events are
+# not kept (encoding is then small beside sending them).
+_CACHED_EVENTS = 256
+_CACHED_EVENT_BYTES = 16384
+_events_of: dict[int, tuple[Change, bytes]] = {}
+
+
 def event(change: Change) -> bytes:
     """One change as an SSE event: `put` with the record, `delete` with the revision it had."""
+    cached = _events_of.get(id(change))
+    if cached is not None:
+        return cached[1]
+    data = _encode(change)
+    if len(data) <= _CACHED_EVENT_BYTES:
+        if len(_events_of) >= _CACHED_EVENTS:
+            del _events_of[next(iter(_events_of))]  # the oldest
+        _events_of[id(change)] = (change, data)
+    return data
+
+
+def _encode(change: Change) -> bytes:
     if change.value is not None:
         record = Record(change.key, change.value, change.revision, change.expires_at)
         return b"event: put\ndata: %b\n\n" % record_json(record)

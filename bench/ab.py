@@ -22,10 +22,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import httpx
 from gc_probe import GcWork, difference
 from load import wrk
-from new_ops import WATCHED_KEYS, load, put_watched, watchers
+from new_ops import put_watched, watching
 from processes import Backend, gc_snapshot, serve
 from workloads import BY_NAME
 
@@ -79,10 +78,7 @@ def main() -> None:
                     contextlib.ExitStack() as stack,
                 ):
                     if args.watchers is not None:
-                        with httpx.Client(base_url=server.url) as client:
-                            load(client, [f"w/{i}" for i in range(WATCHED_KEYS)])
-                        if args.watchers:
-                            stack.enter_context(watchers(server.port, args.watchers))
+                        stack.enter_context(watching(server, args.watchers))
                     for workload in workloads:
                         before = gc_snapshot(server)
                         sample = wrk(server.url, workload, args.duration, workdir)

@@ -113,6 +113,15 @@ def watchers(port: int, count: int) -> Iterator[subprocess.Popen[str]]:
         stop(process)
 
 
+@contextlib.contextmanager
+def watching(server: Server, count: int) -> Iterator[None]:
+    """The WATCHED_KEYS keys w/* created, and `count` watchers reading w/ meanwhile."""
+    with httpx.Client(base_url=server.url) as client:
+        load(client, [f"w/{i}" for i in range(WATCHED_KEYS)])
+    with watchers(server.port, count) if count else contextlib.nullcontext():
+        yield
+
+
 def _counts(process: subprocess.Popen[str]) -> dict[str, Any]:
     assert process.stdin is not None
     assert process.stdout is not None

@@ -24,9 +24,8 @@ import tempfile
 import threading
 from pathlib import Path
 
-import httpx
 from load import wrk
-from new_ops import WATCHED_KEYS, load, put_watched, watchers
+from new_ops import put_watched, watching
 from processes import LOAD_CPU, ROOT, backend_server, serve
 from workloads import BY_NAME
 
@@ -82,10 +81,7 @@ def main() -> None:
         contextlib.ExitStack() as stack,
     ):
         if args.watchers is not None:
-            with httpx.Client(base_url=server.url) as client:
-                load(client, [f"w/{i}" for i in range(WATCHED_KEYS)])
-            if args.watchers:
-                stack.enter_context(watchers(server.port, args.watchers))
+            stack.enter_context(watching(server, args.watchers))
         # wrk runs a second longer on each side than py-spy samples.
         loader = threading.Thread(
             target=wrk, args=(server.url, workload, args.seconds + 2, Path(tmp))

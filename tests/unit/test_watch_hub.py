@@ -51,6 +51,30 @@ async def test_watchers_share_one_feed_and_see_only_their_keys() -> None:
     assert apps.sent == 2 and one.sent == 1
 
 
+async def test_a_busy_watcher_still_gets_an_empty_list_every_idle_period() -> None:
+    """The idle timer is set by a wait and kept across the waits that changes end: one timer
+    per period however many changes come, and a heartbeat at least that often."""
+    store = MemoryRepository()
+    hub = WatchHub(store, max_watchers=10, timeout=1)
+    watcher = await hub.open(Watch(""))
+
+    async def write_soon(value: str) -> None:
+        await asyncio.sleep(0.01)
+        await store.upsert(Key("k"), value)
+
+    loop = asyncio.get_running_loop()
+    answers: list[int] = []
+    started = loop.time()
+    for revision in range(40):  # a change every ~20 ms, ~800 ms in all
+        writing = asyncio.ensure_future(write_soon(str(revision)))
+        answers.append(len(await watcher.next(idle=0.1)))
+        await writing
+        await asyncio.sleep(0.01)
+    assert 0 in answers, answers  # heartbeats came while the changes did
+    assert answers.count(0) <= (loop.time() - started) / 0.1 + 1, answers
+    hub.close(watcher)
+
+
 async def test_the_feed_stops_with_the_last_watcher_and_starts_with_the_next() -> None:
     store = CountingStore()
     hub = WatchHub(store, max_watchers=10, timeout=1)

@@ -46,6 +46,10 @@ class Watcher:
         self._max_backlog = max_backlog
         self._wake = asyncio.Event()
         self._end: KVError | None = None
+        # Wakes `next` when it has waited `idle` seconds; armed by a wait, and kept across
+        # the waits that changes end, so that a busy watcher sets one timer per `idle`
+        # rather than one per wait.
+        self._idle_timer: asyncio.TimerHandle | None = None
 
     def push(self, change: Change) -> None:
         if self._end is not None:
@@ -61,14 +65,22 @@ class Watcher:
             self._end = error
             self._backlog.clear()
             self._wake.set()
+            if self._idle_timer is not None:
+                self._idle_timer.cancel()
+
+    def _idle(self) -> None:
+        self._idle_timer = None
+        self._wake.set()
 
     async def next(self, idle: float) -> list[Change]:
-        """The changes received since the last call, waiting up to `idle` seconds for one
-        (an empty list when none came). Raises the error that ended the watcher."""
+        """The changes received since the last call, waiting for one; an empty list when the
+        idle timer went off first. A wait sets the timer, `idle` seconds ahead, unless it is
+        set: an idle watcher gets an empty list every `idle` seconds, a busy one at most that
+        often. Raises the error that ended the watcher."""
         if not self._backlog and self._end is None:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(idle):
-                    await self._wake.wait()
+            if self._idle_timer is None:
+                self._idle_timer = asyncio.get_running_loop().call_later(idle, self._idle)
+            await self._wake.wait()
         self._wake.clear()
         if self._end is not None:
             raise self._end

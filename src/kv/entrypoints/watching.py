@@ -1,10 +1,11 @@
 """`GET /watch?prefix=P` or `?key=K`: changes as Server-Sent Events, until the client leaves.
 
 The stream: `event: ready` once the watch is in place, then `put` and `delete` events (JSON
-data, each key's in commit order), a comment line every HEARTBEAT_SECONDS while idle, and at
-the end `overflow` (the watcher fell too far behind: list again) or `unavailable` (the
-backend's feed failed, or the server is stopping). A client that stops reading is dropped by
-the connection's send deadline (kv.entrypoints.protocol).
+data, each key's in commit order), a comment line every HEARTBEAT_SECONDS while idle (one
+timer per watcher and period: it may come between events too), and at the end `overflow`
+(the watcher fell too far behind: list again) or `unavailable` (the backend's feed failed,
+or the server is stopping). A client that stops reading is dropped by the connection's send
+deadline (kv.entrypoints.protocol).
 """
 
 import asyncio

@@ -11,11 +11,11 @@ What a 1 MiB body costs (`bench/body_cost.py` has the figures by shape) is kept 
   one is parsed inside 993 more arrays, which orjson's parser takes only if the value nests
   at most ORJSON_SAFE_DEPTH levels (it refuses 1024 in all).
 - **Integers beyond 64 bits, exactly.** orjson reads those as floats. A body with a run of
-  digits that could be one (19 after a `-`, else 20) is read by the standard library
-  instead, each integer kept as the text it was sent in (`orjson.Fragment`): never converted,
-  so never rounded, and no quadratic string-to-int conversion. Numbers are limited to
-  MAX_NUMBER_DIGITS digits in a row, Python's own default limit for integers, so that a
-  Python client can read back whatever kv stores.
+  digits outside its strings that could be one (19 after a `-`, else 20) is read by the
+  standard library instead, each integer kept as the text it was sent in
+  (`orjson.Fragment`): never converted, so never rounded, and no quadratic string-to-int
+  conversion. Numbers are limited to MAX_NUMBER_DIGITS digits in a row, Python's own default
+  limit for integers, so that a Python client can read back whatever kv stores.
 
 **Why orjson never encodes a value nesting more than ORJSON_SAFE_DEPTH levels.** Its
 encoder writes closing brackets without checking for room in its buffer, and writes past
@@ -125,7 +125,7 @@ def parse_json(body: bytes) -> Any:
     any size exact (as int) up to MAX_NUMBER_DIGITS digits."""
     with CyclicGCPaused():
         digits = body.translate(_DIGITS)
-        if _NEGATIVE_RUN in digits or _POSITIVE_RUN in digits:
+        if _may_hold_a_wide_integer(body, digits):
             return _parse_exactly(body, digits, int)
         return _loads(body)
 
@@ -170,7 +170,7 @@ def _parse_value_body(body: bytes) -> tuple[Any, int, bool]:
     """
     digits = body.translate(_DIGITS)
     brackets = digits.count(b"[")  # `[` and `{`, strings' too: an upper bound
-    if _NEGATIVE_RUN in digits or _POSITIVE_RUN in digits:
+    if _may_hold_a_wide_integer(body, digits):
         data = _parse_exactly(body, digits, orjson.Fragment)
         shallow = brackets <= ORJSON_SAFE_DEPTH + 1 or not _nests_deeper(
             data, ORJSON_SAFE_DEPTH + 1
@@ -186,6 +186,17 @@ def _parse_value_body(body: bytes) -> tuple[Any, int, bool]:
         if data is not _REFUSED:
             return data, nesting, False
     return _loads(body), UNKNOWN, False  # not JSON (400), or too deep
+
+
+def _may_hold_a_wide_integer(body: bytes, digits: bytes) -> bool:
+    """Whether `body` (translated by _DIGITS: `digits`) has a run of digits that could be an
+    integer beyond 64 bits. Runs inside strings (ids, timestamps in keys) are not numbers:
+    looked for outside the strings, which costs a few passes over the body only when the
+    quick look at the whole of it finds one."""
+    if _NEGATIVE_RUN not in digits and _POSITIVE_RUN not in digits:
+        return False
+    outside = _digits_outside(body)
+    return _NEGATIVE_RUN in outside or _POSITIVE_RUN in outside
 
 
 def _parse_exactly(

@@ -183,29 +183,34 @@ def routes(table: list[Operation], settings: Settings, log: OperationLog) -> lis
 
 
 class DirectRoute:
-    """Hands the requests of the busiest route, `/kv/{key}`, straight to it: past Starlette's
-    exception middleware (which builds a Request per request), its router (a regular
-    expression per route tried) and Route. Every other request goes through Starlette.
+    """Hands the requests of the busiest routes, `/kv/{key}` and `/kv`, straight to them: past
+    Starlette's exception middleware (which builds a Request per request), its router (a
+    regular expression per route tried) and Route. Every other request goes through Starlette.
 
-    Safe because that route takes every method and every path under `/kv/` (its own
-    OperationsOfPath answers 405 and checks the raw path), raises no HTTPException, and
-    reads nothing the router would have added but `scope["route"]`, set here for the
-    metrics. Measured with bench/app_cost.py (CPU per request in the app, memory backend, a
-    loaded machine): kv/floor went from ~1.9 to ~1.1-1.5 on GET and from ~2.0 to ~1.3-1.6
-    on PUT.
+    Safe because those routes take every method (their OperationsOfPath answers 405), the
+    key route every path under `/kv/` (checking the raw path itself), neither raises an
+    HTTPException, and they read nothing the router would have added but `scope["route"]`,
+    set here for the metrics. Measured with bench/app_cost.py (CPU per request in the app,
+    memory backend, a loaded machine): kv/floor went from ~1.9 to ~1.1-1.5 on GET and from
+    ~2.0 to ~1.3-1.6 on PUT.
     """
 
-    def __init__(self, app: ASGIApp, *, route: Route | None) -> None:
+    def __init__(self, app: ASGIApp, *, key: Route | None, collection: Route | None) -> None:
         self.app = app
-        self.route = route
+        self.key = key
+        self.collection = collection
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        route = self.route
-        if route is not None and scope["type"] == "http" and scope["path"].startswith("/kv/"):
-            scope["route"] = route
-            await route.app(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
+        if scope["type"] == "http":
+            path = scope["path"]
+            route = (
+                self.key if path.startswith("/kv/") else self.collection if path == "/kv" else None
+            )
+            if route is not None:
+                scope["route"] = route
+                await route.app(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def _route_of(built: list[BaseRoute], path: str) -> Route | None:
@@ -304,7 +309,11 @@ def create_app(
         routes=built,
         middleware=[
             Middleware(RequestContextMiddleware, metrics=metrics),
-            Middleware(DirectRoute, route=_route_of(built, "/kv/{key:anypath}")),
+            Middleware(
+                DirectRoute,
+                key=_route_of(built, "/kv/{key:anypath}"),
+                collection=_route_of(built, "/kv"),
+            ),
         ],
         lifespan=lifespan,
         exception_handlers={HTTPException: starlette_error, Exception: server_error},

@@ -2,6 +2,7 @@
 
 from collections.abc import Sequence
 
+from kv.domain import txn
 from kv.domain.commands import (
     ANY_REVISION,
     Condition,
@@ -14,7 +15,7 @@ from kv.domain.commands import (
     Watch,
 )
 from kv.domain.errors import KeyExists, KeyNotFound, RevisionMismatch, TransactionFailed
-from kv.domain.model import Page, Record, Stale, TxnAbort, TxnResult, expected_revision
+from kv.domain.model import Page, Record, Stale, expected_revision
 from kv.domain.ports import Repository
 from kv.domain.watch import Watcher, WatchHub
 
@@ -93,11 +94,11 @@ class KVService:
             command.prefix, after=command.after, limit=command.limit, values=command.values
         )
 
-    async def transact(self, command: Transaction) -> Sequence[TxnResult]:
+    async def transact(self, command: Transaction) -> Sequence[txn.Result]:
         """Apply every operation or none; TransactionFailed names the first that failed."""
         operations = command.operations
         answer = await self.repository.transact(operations)
-        if isinstance(answer, TxnAbort):
+        if isinstance(answer, txn.Abort):
             key = operations[answer.index].key
             raise TransactionFailed(key, index=answer.index, reason=answer.failure.value)
         return answer

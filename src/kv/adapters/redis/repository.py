@@ -93,7 +93,7 @@ class RedisRepository:
         ttl_ms: int | None = None,
     ) -> Record | Stale | None:
         expected = "" if expected_revision is None else str(expected_revision)
-        answer = await self._write(key, self._scripts.replace, value, expected, _ttl(ttl_ms))
+        answer = await self._write(key, self._scripts.replace, expected, value, _ttl(ttl_ms))
         if answer is None:
             return None
         if isinstance(answer, int):

@@ -47,7 +47,8 @@ from tests.servers.redis import RedisClusterServer, RedisServer
 
 from kv.adapters.redis import RedisRepository, open_redis_repository
 from kv.adapters.redis.layout import Layout
-from kv.domain.model import Key, TxnPut
+from kv.domain import txn
+from kv.domain.model import Key
 
 CALLERS = 64
 TIMEOUT = 5.0
@@ -300,9 +301,9 @@ async def transactions(args: argparse.Namespace, url: str, cluster: bool, where:
                 *(repository.upsert(Key(f"{{t{n}}}/{i}"), "0") for n in range(CALLERS))
             )
 
-    async def txn(repository: Any, n: int, _tag: int) -> None:
+    async def transaction(repository: Any, n: int, _tag: int) -> None:
         group = n % CALLERS
-        ops = [TxnPut(Key(f"{{t{group}}}/{i}"), '{"n":3}') for i in range(10)]
+        ops = [txn.Put(Key(f"{{t{group}}}/{i}"), '{"n":3}') for i in range(10)]
         await repository.transact(ops)
 
     async def ten_replaces(repository: Any, n: int, _tag: int) -> None:
@@ -314,7 +315,7 @@ async def transactions(args: argparse.Namespace, url: str, cluster: bool, where:
         await prepare(repository, 0)
         rows = []
         for round_ in range(args.rounds):
-            for name, call in (("txn", txn), ("10 replaces", ten_replaces)):
+            for name, call in (("txn", transaction), ("10 replaces", ten_replaces)):
                 rate = await throughput(bound(call, repository, 0), args.seconds)
                 rows.append((round_, name, rate))
                 print(f"round {round_} {name}: {rate:,.0f}/s")

@@ -38,7 +38,8 @@ from typing import Any
 import asynctnt
 
 from kv.adapters.tarantool import open_tarantool_repository
-from kv.domain.model import Key, TxnPut
+from kv.domain import txn
+from kv.domain.model import Key
 
 ROOT = Path(__file__).resolve().parents[1]
 INIT_LUA = ROOT / "deploy" / "tarantool" / "init.lua"
@@ -289,7 +290,7 @@ async def bench_txn(directory: Path, seconds: float) -> None:
             await in_chunks([partial(repository.create, k, "0") for ks in keys for k in ks])
 
             async def transaction(ks: list[Key]) -> None:
-                await repository.transact([TxnPut(k, "1") for k in ks])
+                await repository.transact([txn.Put(k, "1") for k in ks])
 
             async def one_by_one(ks: list[Key]) -> None:
                 for k in ks:

@@ -35,7 +35,8 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.registry import Collector
 
-from kv.domain.model import Change, Key, Page, Record, Stale, TxnAbort, TxnOp, TxnResult
+from kv.domain import txn
+from kv.domain.model import Change, Key, Page, Record, Stale
 from kv.domain.ports import Repository
 
 PUBLISH_SECONDS = 1.0  # with several workers: how stale another worker's numbers may be
@@ -325,8 +326,8 @@ class InstrumentedRepository:
         return self._timed("list", call)
 
     def transact(
-        self, operations: Sequence[TxnOp]
-    ) -> Coroutine[Any, Any, Sequence[TxnResult] | TxnAbort]:
+        self, operations: Sequence[txn.Op]
+    ) -> Coroutine[Any, Any, Sequence[txn.Result] | txn.Abort]:
         return self._timed("transact", self.inner.transact(operations))
 
     def changes(self) -> AsyncGenerator[Sequence[Change], None]:

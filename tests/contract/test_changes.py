@@ -7,7 +7,8 @@ from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 
 import pytest
 
-from kv.domain.model import Change, Key, TxnCreate, TxnDelete, TxnPut
+from kv.domain import txn
+from kv.domain.model import Change, Key
 from kv.domain.ports import Repository
 from tests.conftest import Unique
 
@@ -97,8 +98,8 @@ async def test_a_transaction_shows_each_write_and_an_aborted_one_none(
     a, b, c = (Key(f"{base}{{{tag}}}{n}") for n in "abc")
     await repository.create(b, "1")
     await repository.create(c, "1")
-    assert await repository.transact([TxnCreate(a, "2"), TxnDelete(c, 2)]) != []  # aborted
-    await repository.transact([TxnCreate(a, "1"), TxnPut(b, "2"), TxnDelete(c)])
+    assert await repository.transact([txn.Create(a, "2"), txn.Delete(c, 2)]) != []  # aborted
+    await repository.transact([txn.Create(a, "1"), txn.Put(b, "2"), txn.Delete(c)])
     changes = await feed.take(5)
     assert changes[:2] == [Change(b, 1, "1"), Change(c, 1, "1")]
     assert sorted(changes[2:]) == sorted([Change(a, 1, "1"), Change(b, 2, "2"), Change(c, 1, None)])

@@ -9,7 +9,8 @@ tests/unit/test_memory_expiry.py.
 import asyncio
 import time
 
-from kv.domain.model import Key, Record, TxnCheck, TxnCreate, TxnPut
+from kv.domain import txn
+from kv.domain.model import Key, Record
 from kv.domain.ports import Repository
 from tests.conftest import Unique
 from tests.contract.conftest import Stored
@@ -69,14 +70,14 @@ async def test_from_its_expiry_a_record_is_gone_for_every_operation(
         await repository.create(key, "1", ttl_ms=SHORT_MS)
         await repository.replace(key, "2", ttl_ms=SHORT_MS)  # revision 2, still expiring
     await asyncio.sleep(PAST_SHORT)
-    get, put, delete, create, upsert, txn = keys
+    get, put, delete, create, upsert, transacted = keys
     assert await repository.get(get) is None
     assert await repository.replace(put, "3") is None
     assert await repository.replace(put, "3", expected_revision=2) is None
     assert await repository.delete(delete) is None
     assert await repository.create(create, "new") == Record(create, "new", 1)
     assert await repository.upsert(upsert, "new") == Record(upsert, "new", 1)
-    assert await repository.transact([TxnCheck(txn, None)]) == [None]
+    assert await repository.transact([txn.Check(transacted, None)]) == [None]
     page = await repository.list(unique(""), after=None, limit=100, values=True)
     assert [entry.key for entry in page.entries] == [create, upsert]
 
@@ -87,7 +88,7 @@ async def test_a_transaction_writes_with_a_ttl(repository: Repository, unique: U
     await repository.create(b, "0")
     started = now_ms()
     results = await repository.transact(
-        [TxnCreate(a, "1", SHORT_MS), TxnPut(b, "2", None, LONG_MS)]
+        [txn.Create(a, "1", SHORT_MS), txn.Put(b, "2", None, LONG_MS)]
     )
     assert isinstance(results, list)
     created, put = results

@@ -11,19 +11,9 @@ import pytest
 from redis.crc import key_slot
 
 from kv.container import Settings
+from kv.domain import txn
 from kv.domain.errors import TransactionSpansSlots
-from kv.domain.model import (
-    Key,
-    Record,
-    TxnAbort,
-    TxnCheck,
-    TxnCreate,
-    TxnDelete,
-    TxnFailure,
-    TxnGet,
-    TxnOp,
-    TxnPut,
-)
+from kv.domain.model import Key, Record
 from kv.domain.ports import Repository
 from tests.conftest import Unique
 
@@ -51,13 +41,13 @@ async def test_every_operation_applies_together_and_answers_in_order(
     await repository.create(d, "x")
     results = await repository.transact(
         [
-            TxnCreate(a, '{"new":true}'),
-            TxnPut(b, "2", expected_revision=1),
-            TxnDelete(c, expected_revision=2),
-            TxnGet(d),
-            TxnGet(e),
-            TxnCheck(d, 1),
-            TxnCheck(f, None),
+            txn.Create(a, '{"new":true}'),
+            txn.Put(b, "2", expected_revision=1),
+            txn.Delete(c, expected_revision=2),
+            txn.Get(d),
+            txn.Get(e),
+            txn.Check(d, 1),
+            txn.Check(f, None),
         ]
     )
     assert results == [
@@ -81,47 +71,47 @@ async def test_put_and_delete_without_a_revision_need_only_a_present_key(
     a, b = tagged("a"), tagged("b")
     await repository.create(a, "1")
     await repository.create(b, "1")
-    assert await repository.transact([TxnPut(a, "2"), TxnDelete(b)]) == [Record(a, "2", 2), 1]
+    assert await repository.transact([txn.Put(a, "2"), txn.Delete(b)]) == [Record(a, "2", 2), 1]
 
 
 @pytest.mark.parametrize(
     ("case", "failure"),
     [
-        ("create of a present key", TxnFailure.EXISTS),
-        ("put of an absent key", TxnFailure.NOT_FOUND),
-        ("put at another revision", TxnFailure.REVISION_MISMATCH),
-        ("put with a revision of an absent key", TxnFailure.NOT_FOUND),
-        ("delete of an absent key", TxnFailure.NOT_FOUND),
-        ("delete at another revision", TxnFailure.REVISION_MISMATCH),
-        ("check absent of a present key", TxnFailure.EXISTS),
-        ("check a revision of an absent key", TxnFailure.NOT_FOUND),
-        ("check another revision", TxnFailure.REVISION_MISMATCH),
+        ("create of a present key", txn.Failure.EXISTS),
+        ("put of an absent key", txn.Failure.NOT_FOUND),
+        ("put at another revision", txn.Failure.REVISION_MISMATCH),
+        ("put with a revision of an absent key", txn.Failure.NOT_FOUND),
+        ("delete of an absent key", txn.Failure.NOT_FOUND),
+        ("delete at another revision", txn.Failure.REVISION_MISMATCH),
+        ("check absent of a present key", txn.Failure.EXISTS),
+        ("check a revision of an absent key", txn.Failure.NOT_FOUND),
+        ("check another revision", txn.Failure.REVISION_MISMATCH),
     ],
 )
 async def test_a_failed_condition_aborts_with_nothing_written(
-    repository: Repository, tagged: Tagged, case: str, failure: TxnFailure
+    repository: Repository, tagged: Tagged, case: str, failure: txn.Failure
 ) -> None:
     present, absent, written, deleted = (tagged(n) for n in ("present", "absent", "w", "d"))
     await repository.create(present, "1")  # at revision 1
     await repository.create(deleted, "1")
-    cases: dict[str, TxnOp] = {
-        "create of a present key": TxnCreate(present, "2"),
-        "put of an absent key": TxnPut(absent, "2"),
-        "put at another revision": TxnPut(present, "2", expected_revision=7),
-        "put with a revision of an absent key": TxnPut(absent, "2", expected_revision=1),
-        "delete of an absent key": TxnDelete(absent),
-        "delete at another revision": TxnDelete(present, expected_revision=2),
-        "check absent of a present key": TxnCheck(present, None),
-        "check a revision of an absent key": TxnCheck(absent, 1),
-        "check another revision": TxnCheck(present, 3),
+    cases: dict[str, txn.Op] = {
+        "create of a present key": txn.Create(present, "2"),
+        "put of an absent key": txn.Put(absent, "2"),
+        "put at another revision": txn.Put(present, "2", expected_revision=7),
+        "put with a revision of an absent key": txn.Put(absent, "2", expected_revision=1),
+        "delete of an absent key": txn.Delete(absent),
+        "delete at another revision": txn.Delete(present, expected_revision=2),
+        "check absent of a present key": txn.Check(present, None),
+        "check a revision of an absent key": txn.Check(absent, 1),
+        "check another revision": txn.Check(present, 3),
     }
     failing = cases[case]
     # Writes before and after the failing operation: none of them may happen.
-    before: list[TxnOp] = [TxnCreate(written, "w"), TxnDelete(deleted)]
+    before: list[txn.Op] = [txn.Create(written, "w"), txn.Delete(deleted)]
     if failing.key != present:
-        before.append(TxnPut(present, "changed"))
-    answer = await repository.transact([*before, failing, TxnCreate(tagged("after"), "a")])
-    assert answer == TxnAbort(len(before), failure)
+        before.append(txn.Put(present, "changed"))
+    answer = await repository.transact([*before, failing, txn.Create(tagged("after"), "a")])
+    assert answer == txn.Abort(len(before), failure)
     assert await repository.get(written) is None
     assert await repository.get(deleted) == Record(deleted, "1", 1)
     assert await repository.get(present) == Record(present, "1", 1)
@@ -131,8 +121,8 @@ async def test_a_failed_condition_aborts_with_nothing_written(
 async def test_the_first_failing_operation_is_named(repository: Repository, tagged: Tagged) -> None:
     a = tagged("a")
     await repository.create(a, "1")
-    answer = await repository.transact([TxnGet(a), TxnCheck(tagged("b"), 1), TxnCreate(a, "2")])
-    assert answer == TxnAbort(1, TxnFailure.NOT_FOUND)
+    answer = await repository.transact([txn.Get(a), txn.Check(tagged("b"), 1), txn.Create(a, "2")])
+    assert answer == txn.Abort(1, txn.Failure.NOT_FOUND)
 
 
 async def test_concurrent_transactions_on_one_revision_let_exactly_one_win(
@@ -143,16 +133,18 @@ async def test_concurrent_transactions_on_one_revision_let_exactly_one_win(
     own = [tagged(f"own{i}") for i in range(32)]
     answers = await asyncio.gather(
         *(
-            repository.transact([TxnPut(shared, str(i), expected_revision=1), TxnCreate(key, "1")])
+            repository.transact(
+                [txn.Put(shared, str(i), expected_revision=1), txn.Create(key, "1")]
+            )
             for i, key in enumerate(own)
         )
     )
-    winners = [i for i, answer in enumerate(answers) if not isinstance(answer, TxnAbort)]
+    winners = [i for i, answer in enumerate(answers) if not isinstance(answer, txn.Abort)]
     assert len(winners) == 1
     assert all(
-        answer == TxnAbort(0, TxnFailure.REVISION_MISMATCH)
+        answer == txn.Abort(0, txn.Failure.REVISION_MISMATCH)
         for answer in answers
-        if isinstance(answer, TxnAbort)
+        if isinstance(answer, txn.Abort)
     )
     (winner,) = winners
     assert await repository.get(shared) == Record(shared, str(winner), 2)
@@ -174,25 +166,25 @@ async def test_a_reader_never_sees_half_a_transaction(
     async def mover() -> int:
         moves = 0
         while not stop.is_set():
-            got = await repository.transact([TxnGet(a), TxnGet(b)])
+            got = await repository.transact([txn.Get(a), txn.Get(b)])
             assert isinstance(got, list)
             ra, rb = got
             assert isinstance(ra, Record) and isinstance(rb, Record)
             amount = 1 if int(ra.value) > 0 else -1
             answer = await repository.transact(
                 [
-                    TxnPut(a, str(int(ra.value) - amount), expected_revision=ra.revision),
-                    TxnPut(b, str(int(rb.value) + amount), expected_revision=rb.revision),
+                    txn.Put(a, str(int(ra.value) - amount), expected_revision=ra.revision),
+                    txn.Put(b, str(int(rb.value) + amount), expected_revision=rb.revision),
                 ]
             )
-            moves += not isinstance(answer, TxnAbort)
+            moves += not isinstance(answer, txn.Abort)
             await asyncio.sleep(0)  # the memory backend never yields by itself
         return moves
 
     movers = [asyncio.create_task(mover()) for _ in range(4)]
     try:
         for _ in range(200):
-            got = await repository.transact([TxnGet(a), TxnGet(b)])
+            got = await repository.transact([txn.Get(a), txn.Get(b)])
             assert isinstance(got, list)
             values = [int(record.value) for record in got if isinstance(record, Record)]
             assert sum(values) == 100, values
@@ -211,7 +203,7 @@ async def test_keys_of_other_slots_are_refused_on_a_cluster_only(
 
     a = unique("slot-a")
     b = next(k for i in range(100) if slot(k := unique(f"slot-b{i}")) != slot(a))
-    operations: list[TxnOp] = [TxnCreate(a, "1"), TxnCreate(b, "1")]
+    operations: list[txn.Op] = [txn.Create(a, "1"), txn.Create(b, "1")]
     if backend == "redis_cluster":
         with pytest.raises(TransactionSpansSlots) as refused:
             await repository.transact(operations)

@@ -17,8 +17,9 @@ from redis.crc import key_slot
 
 from kv.adapters.redis import RedisRepository
 from kv.container import Settings, build_container, start_service, stop_service
+from kv.domain import txn
 from kv.domain.errors import ChangesLost, StorageUnavailable
-from kv.domain.model import Change, Key, Record, TxnCreate, TxnPut
+from kv.domain.model import Change, Key, Record
 from tests.servers.redis import RedisClusterServer, executable
 
 pytestmark = pytest.mark.slow
@@ -119,11 +120,11 @@ async def test_listing_writes_and_expiry_hold_through_a_reshard(
     tag = next(f"t{i}" for i in range(10_000) if key_slot(f"t{i}".encode()) < 2000)
     a, b = Key("{" + tag + "}/a"), Key("{" + tag + "}/b")
     assert cluster.node_of(f"kv:{a}") is cluster.nodes[1]
-    assert await repository.transact([TxnCreate(a, "1"), TxnCreate(b, "2")]) == [
+    assert await repository.transact([txn.Create(a, "1"), txn.Create(b, "2")]) == [
         Record(a, "1", 1),
         Record(b, "2", 1),
     ]
-    assert await repository.transact([TxnPut(a, "3", 1)]) == [Record(a, "3", 2)]
+    assert await repository.transact([txn.Put(a, "3", 1)]) == [Record(a, "3", 2)]
 
     # The feed that was open lost its moved slots' channels: it ended, so its watchers list
     # again.

@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from kv.adapters.tarantool import TarantoolRepository, open_tarantool_repository
+from kv.domain import txn
 from kv.domain.errors import Failure, StorageUnavailable
-from kv.domain.model import Change, Entry, Key, Record, TxnGet, TxnPut
+from kv.domain.model import Change, Entry, Key, Record
 from tests.servers.tarantool import TarantoolServer
 
 MEMTX_MEMORY = 128 * 1024 * 1024
@@ -104,8 +105,8 @@ async def test_a_value_stored_in_parts_reads_back_whole_everywhere(
         assert page.entries == [Entry(key, 1, None, large)]
         # Shorter, then longer again, in a transaction: no part of an earlier value stays.
         shorter = large[:600_000]
-        assert await repository.transact([TxnPut(key, shorter)]) == [Record(key, shorter, 2)]
-        assert await repository.transact([TxnGet(key)]) == [Record(key, shorter, 2)]
+        assert await repository.transact([txn.Put(key, shorter)]) == [Record(key, shorter, 2)]
+        assert await repository.transact([txn.Get(key)]) == [Record(key, shorter, 2)]
         assert await repository.upsert(key, large[::-1]) == Record(key, large[::-1], 3)
         assert await repository.get(key) == Record(key, large[::-1], 3)
         async with asyncio.timeout(5):

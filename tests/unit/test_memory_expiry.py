@@ -4,7 +4,8 @@ bounded batches in order of expiry, each expiry a change for watchers."""
 import asyncio
 
 from kv.adapters.memory import SWEEP_BATCH, MemoryRepository
-from kv.domain.model import Change, Key, Record, TxnCheck
+from kv.domain import txn
+from kv.domain.model import Change, Key, Record
 
 START = 1_000_000
 
@@ -37,7 +38,7 @@ async def test_a_transaction_that_meets_an_expired_record_sees_it_absent() -> No
     key = Key("k")
     await store.create(key, "1", ttl_ms=100)
     clock.now += 100
-    assert await store.transact([TxnCheck(key, None)]) == [None]
+    assert await store.transact([txn.Check(key, None)]) == [None]
 
 
 async def test_the_sweep_takes_only_what_is_due_in_order_and_in_batches() -> None:

@@ -23,24 +23,9 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 
 from sortedcontainers import SortedList
 
+from kv.domain import txn
 from kv.domain.errors import ChangesLost
-from kv.domain.model import (
-    Change,
-    Entry,
-    Key,
-    Page,
-    Record,
-    Stale,
-    TxnAbort,
-    TxnCheck,
-    TxnCreate,
-    TxnDelete,
-    TxnFailure,
-    TxnGet,
-    TxnOp,
-    TxnPut,
-    TxnResult,
-)
+from kv.domain.model import Change, Entry, Key, Page, Record, Stale
 
 SWEEP_SECONDS = 0.25
 SWEEP_BATCH = 250  # ~1 ms of removals (4 µs each, measured) between two turns of the loop
@@ -153,27 +138,27 @@ class MemoryRepository:
             entries.append(Entry(key, record.revision, record.expires_at, value))
         return Page(entries, more=False)
 
-    async def transact(self, operations: Sequence[TxnOp]) -> Sequence[TxnResult] | TxnAbort:
+    async def transact(self, operations: Sequence[txn.Op]) -> Sequence[txn.Result] | txn.Abort:
         found = [self._live(op.key) for op in operations]
         for index, (op, current) in enumerate(zip(operations, found, strict=True)):
             failure = _condition(op, current)
             if failure is not None:
-                return TxnAbort(index, failure)
-        results: list[TxnResult] = []
+                return txn.Abort(index, failure)
+        results: list[txn.Result] = []
         for op, current in zip(operations, found, strict=True):
             match op:
-                case TxnCreate(key, value, ttl_ms):
+                case txn.Create(key, value, ttl_ms):
                     results.append(self._write(key, value, 1, ttl_ms))
-                case TxnPut(key, value, _, ttl_ms):
+                case txn.Put(key, value, _, ttl_ms):
                     assert current is not None
                     results.append(self._write(key, value, current.revision + 1, ttl_ms, current))
-                case TxnDelete():
+                case txn.Delete():
                     assert current is not None
                     self._remove(current, expired=False)
                     results.append(current.revision)
-                case TxnGet():
+                case txn.Get():
                     results.append(current)
-                case TxnCheck():
+                case txn.Check():
                     results.append(None if current is None else current.revision)
         return results
 
@@ -270,23 +255,23 @@ class MemoryRepository:
             subscriber.push(change)
 
 
-def _condition(op: TxnOp, current: Record | None) -> TxnFailure | None:
+def _condition(op: txn.Op, current: Record | None) -> txn.Failure | None:
     """Why `op` cannot be applied to the key's `current` record, None when it can."""
     match op:
-        case TxnCreate():
-            return None if current is None else TxnFailure.EXISTS
-        case TxnPut(expected_revision=expected) | TxnDelete(expected_revision=expected):
+        case txn.Create():
+            return None if current is None else txn.Failure.EXISTS
+        case txn.Put(expected_revision=expected) | txn.Delete(expected_revision=expected):
             if current is None:
-                return TxnFailure.NOT_FOUND
+                return txn.Failure.NOT_FOUND
             if expected is not None and current.revision != expected:
-                return TxnFailure.REVISION_MISMATCH
+                return txn.Failure.REVISION_MISMATCH
             return None
-        case TxnCheck(revision=None):
-            return None if current is None else TxnFailure.EXISTS
-        case TxnCheck(revision=revision):
+        case txn.Check(revision=None):
+            return None if current is None else txn.Failure.EXISTS
+        case txn.Check(revision=revision):
             if current is None:
-                return TxnFailure.NOT_FOUND
-            return None if current.revision == revision else TxnFailure.REVISION_MISMATCH
+                return txn.Failure.NOT_FOUND
+            return None if current.revision == revision else txn.Failure.REVISION_MISMATCH
     return None  # a get is never a condition
 
 

@@ -6,7 +6,8 @@ Keys arrive validated (`Key`), values as the compact JSON text to store.
 from dataclasses import dataclass
 from typing import Literal
 
-from kv.domain.model import Key, TxnOp
+from kv.domain import txn
+from kv.domain.model import Key
 
 ANY_REVISION: Literal["*"] = "*"
 Condition = int | Literal["*"] | None
@@ -68,7 +69,7 @@ class ListKeys:
 
 @dataclass(frozen=True, slots=True)
 class Transaction:
-    operations: tuple[TxnOp, ...]
+    operations: tuple[txn.Op, ...]
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,10 +1,7 @@
 """Records and the rules a key and a value must follow."""
 
-import enum
 import math
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import NamedTuple, NewType
 
@@ -19,7 +16,6 @@ NO_REVISION = 0
 MAX_TTL_SECONDS = 315_360_000  # ten years
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
-MAX_TRANSACTION = 128
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -71,60 +67,6 @@ class Change(NamedTuple):
     value: str | None
     expires_at: int | None = None
     expired: bool = False
-
-
-# --- transactions: the operations a repository applies all together, or none of ----------
-
-
-class TxnCreate(NamedTuple):
-    key: Key
-    value: str
-    ttl_ms: int | None = None
-
-
-class TxnPut(NamedTuple):
-    """Overwrite a present key (at `expected_revision` when given)."""
-
-    key: Key
-    value: str
-    expected_revision: int | None = None
-    ttl_ms: int | None = None
-
-
-class TxnDelete(NamedTuple):
-    key: Key
-    expected_revision: int | None = None
-
-
-class TxnGet(NamedTuple):
-    key: Key
-
-
-class TxnCheck(NamedTuple):
-    """The key must be at `revision`, or absent when it is None."""
-
-    key: Key
-    revision: int | None
-
-
-TxnOp = TxnCreate | TxnPut | TxnDelete | TxnGet | TxnCheck
-TxnResult = Record | int | None
-"""Per operation: the record written (create, put), the record or None (get), the deleted
-record's revision (delete), the current revision or None (check)."""
-
-
-class TxnFailure(enum.Enum):
-    EXISTS = "exists"  # create of a present key; check None of a present key
-    NOT_FOUND = "not_found"  # put, delete or check R of an absent key
-    REVISION_MISMATCH = "revision_mismatch"  # present at another revision
-
-
-@dataclass(frozen=True, slots=True)
-class TxnAbort:
-    """A transaction's answer when an operation's condition failed: nothing was written."""
-
-    index: int
-    failure: TxnFailure
 
 
 def expected_revision(revision: int) -> int:
@@ -209,23 +151,3 @@ def check_page_size(limit: int) -> int:
     if not 1 <= limit <= MAX_PAGE:
         raise InvalidInput(None, f"limit must be from 1 to {MAX_PAGE}, not {limit}")
     return limit
-
-
-def check_transaction(operations: Sequence[TxnOp]) -> tuple[TxnOp, ...]:
-    """The operations of a transaction, if there are 1 to MAX_TRANSACTION of them, each on a
-    key of its own."""
-    if not 1 <= len(operations) <= MAX_TRANSACTION:
-        raise InvalidInput(
-            None,
-            f"a transaction has 1 to {MAX_TRANSACTION} operations, not {len(operations)}",
-        )
-    seen: set[str] = set()
-    for index, op in enumerate(operations):
-        if op.key in seen:
-            raise InvalidInput(
-                op.key,
-                f"operation {index}: the key {op.key!r} appears twice; each key at most once",
-                index=index,
-            )
-        seen.add(op.key)
-    return tuple(operations)

@@ -12,7 +12,8 @@ listings, transactions), whether or not the backend has reclaimed it yet.
 from collections.abc import AsyncGenerator, Sequence
 from typing import Protocol
 
-from kv.domain.model import Change, Key, Page, Record, Stale, TxnAbort, TxnOp, TxnResult
+from kv.domain import txn
+from kv.domain.model import Change, Key, Page, Record, Stale
 
 
 class Repository(Protocol):
@@ -52,13 +53,13 @@ class Repository(Protocol):
         One consistent read where the backend allows it; O(log n + limit).
         """
 
-    async def transact(self, operations: Sequence[TxnOp]) -> Sequence[TxnResult] | TxnAbort:
+    async def transact(self, operations: Sequence[txn.Op]) -> Sequence[txn.Result] | txn.Abort:
         """Apply every operation at one instant, or none.
 
         The operations name distinct keys. Their conditions are checked in order against the
-        state before the transaction; the first that fails aborts it (TxnAbort, nothing
+        state before the transaction; the first that fails aborts it (txn.Abort, nothing
         written). Otherwise every write is applied together and each operation's result is
-        returned in order (see TxnResult).
+        returned in order (see txn.Result).
         """
 
     def changes(self) -> AsyncGenerator[Sequence[Change], None]:

@@ -1,7 +1,9 @@
 """The service: the store's rules on top of any repository."""
 
 from collections.abc import Sequence
+from typing import TypeVar
 
+from kv.domain import txn
 from kv.domain.commands import (
     ANY_REVISION,
     Condition,
@@ -14,9 +16,11 @@ from kv.domain.commands import (
     Watch,
 )
 from kv.domain.errors import KeyExists, KeyNotFound, RevisionMismatch, TransactionFailed
-from kv.domain.model import Page, Record, Stale, TxnAbort, TxnResult, expected_revision
+from kv.domain.model import Key, Page, Record, Stale, expected_revision
 from kv.domain.ports import Repository
 from kv.domain.watch import Watcher, WatchHub
+
+T = TypeVar("T")
 
 
 class KVService:
@@ -71,33 +75,24 @@ class KVService:
         answer = await self.repository.replace(
             key, command.value, expected_revision=expected, ttl_ms=command.ttl_ms
         )
-        if answer is None:
-            raise KeyNotFound(key)
-        if isinstance(answer, Stale):
-            raise RevisionMismatch(key, expected=expected, actual=answer.revision)
-        return answer
+        return _found(key, expected, answer)
 
     async def delete(self, command: Delete) -> int:
         """Delete the record; return the revision it had."""
         key = command.key
         expected = _expected(command.if_match)
-        answer = await self.repository.delete(key, expected_revision=expected)
-        if answer is None:
-            raise KeyNotFound(key)
-        if isinstance(answer, Stale):
-            raise RevisionMismatch(key, expected=expected, actual=answer.revision)
-        return answer
+        return _found(key, expected, await self.repository.delete(key, expected_revision=expected))
 
     async def list(self, command: ListKeys) -> Page:
         return await self.repository.list(
             command.prefix, after=command.after, limit=command.limit, values=command.values
         )
 
-    async def transact(self, command: Transaction) -> Sequence[TxnResult]:
+    async def transact(self, command: Transaction) -> Sequence[txn.Result]:
         """Apply every operation or none; TransactionFailed names the first that failed."""
         operations = command.operations
         answer = await self.repository.transact(operations)
-        if isinstance(answer, TxnAbort):
+        if isinstance(answer, txn.Abort):
             key = operations[answer.index].key
             raise TransactionFailed(key, index=answer.index, reason=answer.failure.value)
         return answer
@@ -107,6 +102,16 @@ class KVService:
 
     async def ping(self) -> None:
         await self.repository.ping()
+
+
+def _found(key: Key, expected: int | None, answer: T | Stale | None) -> T:
+    """The answer of a write that needs the key present (at `expected` when not None), or
+    the error saying why it was not applied."""
+    if answer is None:
+        raise KeyNotFound(key)
+    if isinstance(answer, Stale):
+        raise RevisionMismatch(key, expected=expected, actual=answer.revision)
+    return answer
 
 
 def _expected(condition: Condition) -> int | None:

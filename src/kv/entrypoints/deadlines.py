@@ -94,21 +94,16 @@ class ConnectionDeadlines(HttpToolsProtocol):
         if self.head_bytes == 0:
             self.connection.close()  # a silent connection: nobody to answer
         else:
-            self._refuse(
-                408,
-                "Request Timeout",
-                f"the request line and headers did not arrive within {self.header_timeout:g} s",
-            )
+            self._time_out("the request line and headers", self.header_timeout)
 
     def _body_too_slow(self) -> None:
         self.body_timer = None
         if not self.reading_body or self.connection.is_closing():
             return
-        self._refuse(
-            408,
-            "Request Timeout",
-            f"the request body did not arrive within {self.body_timeout:g} s",
-        )
+        self._time_out("the request body", self.body_timeout)
+
+    def _time_out(self, what: str, timeout: float) -> None:
+        self._refuse(408, "Request Timeout", f"{what} did not arrive within {timeout:g} s")
 
     def _not_reading(self) -> None:
         self.send_timer = None

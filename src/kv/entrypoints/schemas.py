@@ -3,13 +3,8 @@ the rest of the document uses to refer to them."""
 
 from typing import Any
 
-from kv.domain.model import (
-    MAX_KEY_BYTES,
-    MAX_PAGE,
-    MAX_TRANSACTION,
-    MAX_TTL_SECONDS,
-    MAX_VALUE_DEPTH,
-)
+from kv.domain import txn
+from kv.domain.model import MAX_KEY_BYTES, MAX_PAGE, MAX_TTL_SECONDS, MAX_VALUE_DEPTH
 from kv.entrypoints.problems import PROBLEM_TYPE
 
 Schema = dict[str, Any]
@@ -133,7 +128,7 @@ def schemas() -> Schema:
                     "type": "array",
                     "items": ref("schemas", "TxnOp"),
                     "minItems": 1,
-                    "maxItems": MAX_TRANSACTION,
+                    "maxItems": txn.MAX_OPERATIONS,
                     "description": "Each key at most once.",
                 }
             },

@@ -5,22 +5,10 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
+from kv.domain import txn
 from kv.domain.commands import Transaction
 from kv.domain.errors import InvalidInput
-from kv.domain.model import (
-    Record,
-    TxnCheck,
-    TxnCreate,
-    TxnDelete,
-    TxnGet,
-    TxnOp,
-    TxnPut,
-    TxnResult,
-    check_transaction,
-    expected_revision,
-    parse_key,
-    parse_ttl,
-)
+from kv.domain.model import Record, expected_revision, parse_key, parse_ttl
 from kv.entrypoints.bodies import check_fields, encode_value
 from kv.entrypoints.handlers import JSON, record_json
 from kv.entrypoints.problems import BadRequest
@@ -34,7 +22,7 @@ FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "get": (("op", "key"), ("op", "key")),
     "check": (("op", "key", "revision"), ("op", "key", "revision")),
 }
-WRITES = (TxnCreate, TxnPut, TxnDelete)
+WRITES = (txn.Create, txn.Put, txn.Delete)
 
 
 async def transact(call: Call) -> Response:
@@ -56,10 +44,10 @@ async def _parse(call: Call) -> Transaction:
     ops = data["ops"]
     if not isinstance(ops, list):
         raise BadRequest("ops must be an array of operations")
-    return Transaction(check_transaction([_operation(i, op) for i, op in enumerate(ops)]))
+    return Transaction(txn.check([_operation(i, op) for i, op in enumerate(ops)]))
 
 
-def _operation(index: int, op: Any) -> TxnOp:
+def _operation(index: int, op: Any) -> txn.Op:
     """Operation `index` of the body, checked; a broken one is a 400 naming its index."""
     try:
         if not isinstance(op, dict):
@@ -71,17 +59,17 @@ def _operation(index: int, op: Any) -> TxnOp:
         key = parse_key(op["key"])
         match kind:
             case "create":
-                return TxnCreate(key, encode_value(op["value"]), parse_ttl(op.get("ttl")))
+                return txn.Create(key, encode_value(op["value"]), parse_ttl(op.get("ttl")))
             case "put":
                 expected = _revision(op.get("if_revision"), "if_revision")
                 value = encode_value(op["value"])
-                return TxnPut(key, value, expected, parse_ttl(op.get("ttl")))
+                return txn.Put(key, value, expected, parse_ttl(op.get("ttl")))
             case "delete":
-                return TxnDelete(key, _revision(op.get("if_revision"), "if_revision"))
+                return txn.Delete(key, _revision(op.get("if_revision"), "if_revision"))
             case "get":
-                return TxnGet(key)
+                return txn.Get(key)
             case _:
-                return TxnCheck(key, _revision(op["revision"], "revision"))
+                return txn.Check(key, _revision(op["revision"], "revision"))
     except (InvalidInput, BadRequest) as exc:
         rule = exc.rule if isinstance(exc, InvalidInput) else exc.detail
         named = exc.key if isinstance(exc, InvalidInput) else None
@@ -97,9 +85,9 @@ def _revision(value: object, name: str) -> int | None:
     return expected_revision(value)
 
 
-def _result_json(op: TxnOp, result: TxnResult) -> bytes:
+def _result_json(op: txn.Op, result: txn.Result) -> bytes:
     if isinstance(result, Record):
         return record_json(result)
-    if isinstance(op, TxnGet):
+    if isinstance(op, txn.Get):
         return b"null"
     return b'{"key":%b,"revision":%b}' % (orjson.dumps(op.key), orjson.dumps(result))

@@ -25,24 +25,9 @@ from kv.adapters.redis.errors import FAILURES
 from kv.adapters.redis.feed import Subscription, feed
 from kv.adapters.redis.layout import Layout, parse_record, slot_tags
 from kv.adapters.redis.upkeep import Upkeep
+from kv.domain import txn
 from kv.domain.errors import ChangesLost, Failure, StorageUnavailable, TransactionSpansSlots
-from kv.domain.model import (
-    Change,
-    Entry,
-    Key,
-    Page,
-    Record,
-    Stale,
-    TxnAbort,
-    TxnCheck,
-    TxnCreate,
-    TxnDelete,
-    TxnFailure,
-    TxnGet,
-    TxnOp,
-    TxnPut,
-    TxnResult,
-)
+from kv.domain.model import Change, Entry, Key, Page, Record, Stale
 
 # Listing while slots move: groups a master no longer has that are read one by one (more
 # means the layout changed: it is read again), and the pause before a page is asked again.
@@ -108,7 +93,7 @@ class RedisRepository:
         ttl_ms: int | None = None,
     ) -> Record | Stale | None:
         expected = "" if expected_revision is None else str(expected_revision)
-        answer = await self._write(key, self._scripts.replace, value, expected, _ttl(ttl_ms))
+        answer = await self._write(key, self._scripts.replace, expected, value, _ttl(ttl_ms))
         if answer is None:
             return None
         if isinstance(answer, int):
@@ -193,7 +178,7 @@ class RedisRepository:
             return None
         return [_entries(answer, values=values) for answer in [*answers, *apart]]
 
-    async def transact(self, operations: Sequence[TxnOp]) -> Sequence[TxnResult] | TxnAbort:
+    async def transact(self, operations: Sequence[txn.Op]) -> Sequence[txn.Result] | txn.Abort:
         records = [self._layout.record(op.key) for op in operations]
         if self._cluster:
             slots = [self._client.keyslot(record) for record in records]  # type: ignore[union-attr]
@@ -205,7 +190,7 @@ class RedisRepository:
         answer = await self._calls.script(None, self._scripts.transact, keys, args)
         if answer[0] == 0:
             _, index, reason = answer
-            return TxnAbort(index, TxnFailure(reason))
+            return txn.Abort(index, txn.Failure(reason))
         return [_txn_result(op, result) for op, result in zip(operations, answer[1], strict=True)]
 
     # --- changes ----------------------------------------------------------------------------
@@ -288,28 +273,28 @@ def _entries(answer: list[Any], *, values: bool) -> list[Entry]:
     ]
 
 
-def _txn_args(op: TxnOp) -> tuple[str, str, str, str]:
+def _txn_args(op: txn.Op) -> tuple[str, str, str, str]:
     """An operation as the transaction script takes it: kind, value, expected, ttl."""
     match op:
-        case TxnCreate(_, value, ttl_ms):
+        case txn.Create(_, value, ttl_ms):
             return ("c", value, "", _ttl(ttl_ms))
-        case TxnPut(_, value, expected, ttl_ms):
+        case txn.Put(_, value, expected, ttl_ms):
             return ("p", value, "" if expected is None else str(expected), _ttl(ttl_ms))
-        case TxnDelete(_, expected):
+        case txn.Delete(_, expected):
             return ("d", "", "" if expected is None else str(expected), "")
-        case TxnGet():
+        case txn.Get():
             return ("g", "", "", "")
-        case TxnCheck(_, revision):
+        case txn.Check(_, revision):
             return ("k", "", "" if revision is None else str(revision), "")
     raise AssertionError(f"not an operation: {op!r}")
 
 
-def _txn_result(op: TxnOp, result: Any) -> TxnResult:
+def _txn_result(op: txn.Op, result: Any) -> txn.Result:
     match op:
-        case TxnCreate(key, value) | TxnPut(key, value):
+        case txn.Create(key, value) | txn.Put(key, value):
             revision, expires_at = result
             return Record(key, value, revision, expires_at or None)
-        case TxnGet(key):
+        case txn.Get(key):
             if result is None:
                 return None
             revision, expires_at, value = result

@@ -42,19 +42,28 @@ return tonumber(expires_at) or 0
 """
 )
 
-# nil when absent, -current when at another revision, else {revision, expiry}.
-# ARGV: value, expected revision or '', ttl ms or ''.
-REPLACE = (
+# The start of the writes that need the key present, at the expected revision ARGV[1] unless
+# that is '' (replace, delete): `revision` and `expires_at` are the record's, or `revision` is
+# nil: absent (`result` stays false, nil to the caller) or at another revision (-current).
+_PRESENT = (
     _ONE_RECORD
     + """
 local revision, expires_at = live(S, rkey, key)
+if revision and ARGV[1] ~= '' and ARGV[1] ~= revision then
+  result = -tonumber(revision)
+  revision = nil
+end
+"""
+)
+
+# nil when absent, -current when at another revision, else {revision, expiry}.
+# ARGV: expected revision or '', value, ttl ms or ''.
+REPLACE = (
+    _PRESENT
+    + """
 if revision then
-  if ARGV[2] ~= '' and ARGV[2] ~= revision then
-    result = -tonumber(revision)
-  else
-    local next = bump(revision)
-    result = {tonumber(next), write(S, rkey, key, ARGV[1], next, ARGV[3], expires_at, false)}
-  end
+  local next = bump(revision)
+  result = {tonumber(next), write(S, rkey, key, ARGV[2], next, ARGV[3], expires_at, false)}
 end
 publish()
 return result
@@ -78,16 +87,11 @@ return result
 # nil when absent, -current when at another revision, else the deleted revision.
 # ARGV: expected revision or ''.
 DELETE = (
-    _ONE_RECORD
+    _PRESENT
     + """
-local revision, expires_at = live(S, rkey, key)
 if revision then
-  if ARGV[1] ~= '' and ARGV[1] ~= revision then
-    result = -tonumber(revision)
-  else
-    remove(S, rkey, key, revision, expires_at)
-    result = tonumber(revision)
-  end
+  remove(S, rkey, key, revision, expires_at)
+  result = tonumber(revision)
 end
 publish()
 return result

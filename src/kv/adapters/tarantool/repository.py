@@ -8,21 +8,8 @@ from kv.adapters.tarantool.calls import CHECK, CREATE, DELETE, GET, REPLACE, UPS
 from kv.adapters.tarantool.errors import FAILURES, unavailable
 from kv.adapters.tarantool.feed import Feed
 from kv.adapters.tarantool.startup import Startup
-from kv.domain.model import (
-    Entry,
-    Page,
-    Record,
-    Stale,
-    TxnAbort,
-    TxnCheck,
-    TxnCreate,
-    TxnDelete,
-    TxnFailure,
-    TxnGet,
-    TxnOp,
-    TxnPut,
-    TxnResult,
-)
+from kv.domain import txn
+from kv.domain.model import Entry, Page, Record, Stale
 
 # An expected revision outside 1..2**64-1 cannot travel as MessagePack and matches no record:
 # 0, which matches none either, is sent in its place.
@@ -83,11 +70,11 @@ class TarantoolRepository(Startup, Feed):
             entries = [Entry(key, revision, expires) for key, revision, expires in rows]
         return Page(entries, more=bool(more))
 
-    async def transact(self, operations: Sequence[TxnOp]) -> Sequence[TxnResult] | TxnAbort:
+    async def transact(self, operations: Sequence[txn.Op]) -> Sequence[txn.Result] | txn.Abort:
         ops = [_transaction_op(op) for op in operations]
         answer = await self._call(self._transact, (ops,), key=operations[0].key, write=True)
         if not answer[0]:
-            return TxnAbort(answer[1], TxnFailure(answer[2]))
+            return txn.Abort(answer[1], txn.Failure(answer[2]))
         return [
             _transaction_result(op, result)
             for op, result in zip(operations, answer[1], strict=True)
@@ -107,29 +94,29 @@ class TarantoolRepository(Startup, Feed):
             raise unavailable(exc, None, write=False) from exc
 
 
-def _transaction_op(op: TxnOp) -> Operation:
+def _transaction_op(op: txn.Op) -> Operation:
     """`op` as init.lua's `transact` takes it: {code, key, value, expected, ttl}."""
     match op:
-        case TxnCreate(key, value, ttl_ms):
+        case txn.Create(key, value, ttl_ms):
             return [CREATE, key, value, None, ttl_ms]
-        case TxnPut(key, value, expected, ttl_ms):
+        case txn.Put(key, value, expected, ttl_ms):
             return [REPLACE, key, value, _optional_revision(expected), ttl_ms]
-        case TxnDelete(key, expected):
+        case txn.Delete(key, expected):
             return [DELETE, key, None, _optional_revision(expected)]
-        case TxnCheck(key, revision):
+        case txn.Check(key, revision):
             return [CHECK, key, None, _optional_revision(revision)]
-        case TxnGet(key):
+        case txn.Get(key):
             return [GET, key]
     raise AssertionError(op)  # every kind of operation is matched above
 
 
-def _transaction_result(op: TxnOp, result: Any) -> TxnResult:
+def _transaction_result(op: txn.Op, result: Any) -> txn.Result:
     match op:
-        case TxnCreate(key, value) | TxnPut(key, value):
+        case txn.Create(key, value) | txn.Put(key, value):
             return Record(key, value, result[0], result[1])
-        case TxnGet(key):
+        case txn.Get(key):
             return None if result is None else Record(key, result[0], result[1], result[2])
-        case TxnDelete():
+        case txn.Delete():
             return int(result)
     return None if result is None else int(result)  # a check: the revision, or None
 

@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 
 from kv.client import core, errors
-from kv.client.urls import token_from
+from kv.client.urls import Endpoint, token_from
 
 DEFAULT_TIMEOUT = 10.0
 
@@ -24,6 +24,15 @@ def client_options(token: str | None, timeout: float) -> dict[str, Any]:
 def stream_timeout(timeout: float, read_timeout: float) -> httpx.Timeout:
     """A watch stream's: `timeout` to connect and send, `read_timeout` between two reads."""
     return httpx.Timeout(timeout, read=read_timeout)
+
+
+def outgoing(
+    http: httpx.Client | httpx.AsyncClient, endpoint: Endpoint, request: core.Request
+) -> httpx.Request:
+    """`request` as the httpx client sends it (with its headers and timeout) to `endpoint`."""
+    return http.build_request(
+        request.method, endpoint.url(request.target), content=request.body, headers=request.headers
+    )
 
 
 def reply_of(response: httpx.Response, content: bytes) -> core.Reply:

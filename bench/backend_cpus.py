@@ -5,7 +5,8 @@ shares with the load?
 server) to CPU 1: with two CPUs, the backend shares its CPU with the client that loads kv.
 This runs kv (CPU 0) and bench/paced.py (CPU 1) as `make bench` does, and moves the backend
 server's threads between rounds: on CPU 1 (as in `make bench`), or free to run on either
-CPU (`taskset -a -cp 0,1`), alternating; then prints the medians of each side.
+CPU (`taskset -a -cp 0,1`), alternating; then prints the medians of each side. Each round also
+prints the share of CPU time the hypervisor took meanwhile (steal, /proc/stat).
 
     .venv/bin/python bench/backend_cpus.py [--backend tarantool] [--rate 5000]
         [--rounds 3] [--duration 4] [--workloads "GET existing,PUT overwrite"]
@@ -18,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from load import Paced, paced
-from processes import LOAD_CPU, backend_server, serve
+from processes import LOAD_CPU, backend_server, cpu_times, serve, stolen_share
 from workloads import BY_NAME
 
 PLACEMENTS = {"backend on CPU 1": LOAD_CPU, "backend on CPUs 0,1": "0,1"}
@@ -49,13 +50,15 @@ def main() -> None:
                     capture_output=True,
                 )
                 for name in names:
+                    before = cpu_times()
                     result = paced(server.port, BY_NAME[name], args.rate, args.duration)
+                    stolen = stolen_share(before, cpu_times())
                     runs.setdefault((name, placement), []).append(result)
                     print(
                         f"round {round_} {name:14} {placement:20} achieved"
                         f" {result.achieved:7,.0f}  p50 {result.p50_ms:6.2f}  p99"
                         f" {result.p99_ms:6.2f}  p99.9 {result.p999_ms:6.2f} ms"
-                        f"  errors {result.errors}",
+                        f"  errors {result.errors}  stolen {stolen:.1%}",
                         flush=True,
                     )
     print(f"\n{args.backend} at {args.rate:,.0f} req/s, medians of {args.rounds} rounds (ms):")

@@ -39,6 +39,11 @@ class Paced:
     p999_ms: float
     errors: int  # non-2xx answers, connections lost and requests never answered
     pacer_late_ms: float  # the client's own lateness (p99): high means a loaded client
+    # kv only (its operation log's `ms=`: from the request reaching the app to its answer
+    # leaving it, backend round trip included; what the network, the loop and the parser add
+    # is the client's latency minus this), and the machine's CPU time the hypervisor took.
+    app_p99_ms: float = math.nan
+    stolen: float = math.nan
 
     @property
     def kept_up(self) -> bool:
@@ -149,4 +154,14 @@ def median_paced(runs: list[Paced]) -> Paced:
         statistics.median(r.p999_ms for r in runs),
         max(r.errors for r in runs),
         statistics.median(r.pacer_late_ms for r in runs),
+        statistics.median(r.app_p99_ms for r in runs),
+        statistics.median(r.stolen for r in runs),
     )
+
+
+def app_p99_ms(log: Path, offset: int) -> float:
+    """The p99 of the `ms=` of the operations kv logged to `log` after byte `offset`."""
+    with log.open("rb") as lines:
+        lines.seek(offset)
+        times = sorted(float(ms) for ms in re.findall(rb" ms=([0-9.]+)", lines.read()))
+    return times[min(len(times) - 1, int(len(times) * 0.99))] if times else math.nan

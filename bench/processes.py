@@ -47,6 +47,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def cpu_times() -> tuple[int, int]:
+    """(all, stolen) CPU time of the machine so far, in jiffies (/proc/stat): the share stolen
+    is the time the hypervisor ran something else while this VM's CPUs had work."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(fields[:8]), fields[7]  # user .. steal; guest time is inside user
+
+
+def stolen_share(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """The share of the CPU time between two cpu_times() that the hypervisor took."""
+    total = after[0] - before[0]
+    return (after[1] - before[1]) / total if total else 0.0
+
+
 def cpus_of(pid: int) -> str:
     """The CPUs a process may run on, as `taskset -cp` reports them (e.g. "0", "0,1")."""
     output = subprocess.run(

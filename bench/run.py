@@ -32,9 +32,19 @@ import time
 from pathlib import Path
 
 from gc_probe import difference
-from load import Paced, Sample, hey, median_paced, median_sample, paced, wrk
+from load import Paced, Sample, app_p99_ms, hey, median_paced, median_sample, paced, wrk
 from new_ops import LIST_KEYS, bench_new_ops
-from processes import LOAD_CPU, ROOT, Backend, backend_server, cpus_of, gc_snapshot, serve
+from processes import (
+    LOAD_CPU,
+    ROOT,
+    Backend,
+    backend_server,
+    cpu_times,
+    cpus_of,
+    gc_snapshot,
+    serve,
+    stolen_share,
+)
 from report import BackendRun, Run, write_report
 from workloads import BY_NAME, FIXED_RATE, SATURATION
 
@@ -76,7 +86,14 @@ def fixed_rate(run: BackendRun, backend: Backend, args: argparse.Namespace, work
         for app in FIXED_APPS[round_ % 2 :] + FIXED_APPS[: round_ % 2]:
             with serve(app, backend, workdir, workers=run.workers) as server:
                 for name in FIXED_RATE:
+                    log = workdir / "kv-ops.log"  # kv's (serve() names it)
+                    offset = log.stat().st_size if app == "kv" else 0
+                    before = cpu_times()
                     result = paced(server.port, BY_NAME[name], rates[name], args.duration)
+                    result.stolen = stolen_share(before, cpu_times())
+                    if app == "kv":
+                        time.sleep(0.3)  # the operation log is written every 100 ms
+                        result.app_p99_ms = app_p99_ms(log, offset)
                     runs[app].setdefault(name, []).append(result)
                     _print_paced(run, round_, app, name, result)
                 if run.backend == "memory" and run.workers == 1:
@@ -91,7 +108,8 @@ def _print_paced(run: BackendRun, round_: int, app: str, name: str, result: Pace
     print(
         f"  {run.backend} x{run.workers} round {round_} {app:5} {name:16} at "
         f"{result.offered:7,.0f}/s: {result.achieved:7,.0f}/s  p50 {result.p50_ms:6.2f} ms  "
-        f"p99 {result.p99_ms:6.2f} ms  p99.9 {result.p999_ms:6.2f} ms  errors {result.errors}",
+        f"p99 {result.p99_ms:6.2f} ms  p99.9 {result.p999_ms:6.2f} ms  errors {result.errors}"
+        f"  in-app p99 {result.app_p99_ms:.2f} ms  stolen {result.stolen:.1%}",
         flush=True,
     )
 

@@ -1,16 +1,18 @@
-"""A against B: kv on memory under wrk, with a setting at two values or at two commits.
+"""A against B: kv under wrk, with a setting at two values or at two commits.
 
 Alternating rounds of wrk (one thread, 50 connections) against `kv serve`, the server pinned to
-CPU 0 and wrk to CPU 1, the log written to a file, kv's cyclic GC recorded by
-bench/gc_probe.py. Prints requests/s per round and, per workload, the ratio of the medians and
-of the best rounds (less sensitive to other load), then the collector's work under each: the
-collections per generation, their total and longest time, over all rounds.
+CPU 0, wrk (and the backend server, one for both sides) to CPU 1, the log written to a file,
+kv's cyclic GC recorded by bench/gc_probe.py. Prints requests/s per round and, per workload,
+the ratio of the medians and of the best rounds (less sensitive to other load), then the
+collector's work under each: the collections per generation, their total and longest time,
+over all rounds.
 
     .venv/bin/python bench/ab.py setting KV_LOG_LEVEL INFO WARNING   # the operation log
     .venv/bin/python bench/ab.py setting KV_METRICS true false       # Prometheus metrics
     .venv/bin/python bench/ab.py commits HEAD 9085f82~               # a change's cost
     options: [--rounds 5] [--duration 5] [--workloads "GET existing,PUT overwrite"]
              [--watchers N]   # PUTs round w/0..w/99 while N SSE watchers read w/ instead
+             [--backend memory|tarantool|redis]   # one server (on CPU 1) for both sides
 
 `commits` runs each commit's `src/` (exported with `git archive`) on this checkout's .venv.
 """
@@ -25,7 +27,7 @@ from pathlib import Path
 from gc_probe import GcWork, difference
 from load import wrk
 from new_ops import put_watched, watching
-from processes import Backend, gc_snapshot, serve
+from processes import Backend, backend_server, gc_snapshot, serve
 from workloads import BY_NAME
 
 DEFAULT_WORKLOADS = "GET existing,PUT overwrite,POST new keys"
@@ -47,6 +49,7 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--workloads", default=DEFAULT_WORKLOADS, help="names from workloads.py")
     parser.add_argument("--watchers", type=int, help="N watchers of PUTs (bench/new_ops.py)")
+    parser.add_argument("--backend", default="memory", choices=["memory", "tarantool", "redis"])
     kinds = parser.add_subparsers(dest="kind", required=True)
     setting = kinds.add_parser("setting", help="a KV_* variable at two values")
     setting.add_argument("variable", help="a KV_* variable, e.g. KV_LOG_LEVEL")
@@ -59,7 +62,10 @@ def main() -> None:
     workloads = [BY_NAME[name.strip()] for name in args.workloads.split(",")]
     if args.watchers is not None:
         workloads = [put_watched()]
-    with tempfile.TemporaryDirectory() as tmp:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        backend_server(args.backend, Path(tmp)) as backend,
+    ):
         workdir = Path(tmp)
         variants: dict[str, Backend] = {}
         for index, label in enumerate((args.on, args.off)):
@@ -67,7 +73,7 @@ def main() -> None:
                 variables = {args.variable: label}
             else:
                 variables = {"PYTHONPATH": str(export(label, workdir / f"rev{index}"))}
-            variants[label] = Backend("memory", {"KV_BACKEND": "memory", **variables}, None)
+            variants[label] = Backend(backend.name, {**backend.settings, **variables}, backend.pid)
         results: dict[tuple[str, str], list[float]] = {}
         collector: dict[str, list[GcWork]] = {label: [] for label in variants}
         for round_ in range(args.rounds):

@@ -17,11 +17,12 @@ made during the move may not have reached this feed, so it ends with ChangesLost
 watchers list again.
 
 The subscriptions are confirmed before the feed says it is in place. While nothing comes, each
-connection sends a PING every IDLE_SECONDS and expects an answer within the timeout: a Redis
-that stopped answering, like a lost connection, ends the feed with StorageUnavailable (Redis
-drops a subscriber that falls too far behind, by its `client-output-buffer-limit pubsub`;
-kv sees that as a lost connection). It never reconnects by itself: changes published meanwhile
-would be lost unnoticed; the watch hub starts a new feed, and watchers list again.
+connection sends a PING after IDLE_SECONDS / 2 to IDLE_SECONDS (see Subscription.run) and
+expects an answer within the timeout: a Redis that stopped answering, like a lost
+connection, ends the feed with StorageUnavailable (Redis drops a subscriber that falls too
+far behind, by its `client-output-buffer-limit pubsub`; kv sees that as a lost connection).
+It never reconnects by itself: changes published meanwhile would be lost unnoticed; the watch
+hub starts a new feed, and watchers list again.
 """
 
 import asyncio

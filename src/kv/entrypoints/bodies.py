@@ -124,9 +124,9 @@ def parse_json(body: bytes) -> Any:
     """Decode a request body strictly: UTF-8, one document, no NaN or Infinity; integers of
     any size exact (as int) up to MAX_NUMBER_DIGITS digits."""
     with CyclicGCPaused():
-        digits = body.translate(_DIGITS)
-        if _may_hold_a_wide_integer(body, digits):
-            return _parse_exactly(body, digits, int)
+        outside = _wide_integer_digits(body, body.translate(_DIGITS))
+        if outside is not None:
+            return _parse_exactly(body, outside, int)
         return _loads(body)
 
 
@@ -170,8 +170,9 @@ def _parse_value_body(body: bytes) -> tuple[Any, int, bool]:
     """
     digits = body.translate(_DIGITS)
     brackets = digits.count(b"[")  # `[` and `{`, strings' too: an upper bound
-    if _may_hold_a_wide_integer(body, digits):
-        data = _parse_exactly(body, digits, orjson.Fragment)
+    outside = _wide_integer_digits(body, digits)
+    if outside is not None:
+        data = _parse_exactly(body, outside, orjson.Fragment)
         shallow = brackets <= ORJSON_SAFE_DEPTH + 1 or not _nests_deeper(
             data, ORJSON_SAFE_DEPTH + 1
         )
@@ -188,23 +189,24 @@ def _parse_value_body(body: bytes) -> tuple[Any, int, bool]:
     return _loads(body), UNKNOWN, False  # not JSON (400), or too deep
 
 
-def _may_hold_a_wide_integer(body: bytes, digits: bytes) -> bool:
-    """Whether `body` (translated by _DIGITS: `digits`) has a run of digits that could be an
-    integer beyond 64 bits. Runs inside strings (ids, timestamps in keys) are not numbers:
-    looked for outside the strings, which costs a few passes over the body only when the
-    quick look at the whole of it finds one."""
+def _wide_integer_digits(body: bytes, digits: bytes) -> bytes | None:
+    """The digits of `body` outside its strings (translated by _DIGITS) if they have a run
+    that could be an integer beyond 64 bits, else None. `digits` is all of `body` translated:
+    runs inside strings (ids, timestamps in keys) are not numbers, but the strings are taken
+    out (a few passes over the body) only when `digits` has such a run."""
     if _NEGATIVE_RUN not in digits and _POSITIVE_RUN not in digits:
-        return False
+        return None
     outside = _digits_outside(body)
-    return _NEGATIVE_RUN in outside or _POSITIVE_RUN in outside
+    return outside if _NEGATIVE_RUN in outside or _POSITIVE_RUN in outside else None
 
 
 def _parse_exactly(
-    body: bytes, digits: bytes, exact_ints: type[int] | type[orjson.Fragment]
+    body: bytes, outside: bytes, exact_ints: type[int] | type[orjson.Fragment]
 ) -> Any:
-    """Parse `body` (translated by _DIGITS: `digits`) with the standard library, keeping
-    integers exact: as int, or as orjson Fragments holding their digits."""
-    if _TOO_LONG_RUN in digits and _TOO_LONG_RUN in _digits_outside(body):
+    """Parse `body` (`outside`: its digits outside strings, by _wide_integer_digits) with the
+    standard library, keeping integers exact: as int, or as orjson Fragments holding their
+    digits."""
+    if _TOO_LONG_RUN in outside:
         raise BadRequest(_TOO_MANY_DIGITS)
     try:
         return json.loads(

@@ -99,9 +99,9 @@ class Subscription:
                 async with asyncio.timeout(None) as quiet:
                     while True:
                         allowed = self._timeout if pinged else IDLE_SECONDS
-                        due = quiet.when()
-                        if due is None or due - loop.time() < allowed / 2:
-                            quiet.reschedule(loop.time() + allowed)
+                        due, now = quiet.when(), loop.time()
+                        if due is None or due - now < allowed / 2:
+                            quiet.reschedule(now + allowed)
                         reply = await self._read(connection)
                         pinged = False
                         kind = _kind(reply)

@@ -299,14 +299,9 @@ class InstrumentedRepository:
         return self._timed("create", self.inner.create(key, value, ttl_ms=ttl_ms))
 
     def replace(
-        self,
-        key: Key,
-        value: str,
-        *,
-        expected_revision: int | None = None,
-        ttl_ms: int | None = None,
+        self, key: Key, value: str, *, if_revision: int | None = None, ttl_ms: int | None = None
     ) -> Coroutine[Any, Any, Record | Stale | None]:
-        call = self.inner.replace(key, value, expected_revision=expected_revision, ttl_ms=ttl_ms)
+        call = self.inner.replace(key, value, if_revision=if_revision, ttl_ms=ttl_ms)
         return self._timed("replace", call)
 
     def upsert(
@@ -315,9 +310,9 @@ class InstrumentedRepository:
         return self._timed("upsert", self.inner.upsert(key, value, ttl_ms=ttl_ms))
 
     def delete(
-        self, key: Key, *, expected_revision: int | None = None
+        self, key: Key, *, if_revision: int | None = None
     ) -> Coroutine[Any, Any, int | Stale | None]:
-        return self._timed("delete", self.inner.delete(key, expected_revision=expected_revision))
+        return self._timed("delete", self.inner.delete(key, if_revision=if_revision))
 
     def list(
         self, prefix: str, *, after: str | None, limit: int, values: bool

@@ -60,7 +60,7 @@ async def test_writes_arrive_in_order_with_values_and_revisions(
     await repository.upsert(b, '"b"')
     await repository.delete(a)
     await repository.create(a, "3")
-    await repository.replace(a, "4", expected_revision=9)  # refused: no change
+    await repository.replace(a, "4", if_revision=9)  # refused: no change
     changes = await feed.take(5)
     # Each key's changes in the order they were committed; across keys no order is promised
     # (on a Cluster, a and b may live on two masters).

@@ -73,7 +73,7 @@ async def test_from_its_expiry_a_record_is_gone_for_every_operation(
     get, put, delete, create, upsert, transacted = keys
     assert await repository.get(get) is None
     assert await repository.replace(put, "3") is None
-    assert await repository.replace(put, "3", expected_revision=2) is None
+    assert await repository.replace(put, "3", if_revision=2) is None
     assert await repository.delete(delete) is None
     assert await repository.create(create, "new") == Record(create, "new", 1)
     assert await repository.upsert(upsert, "new") == Record(upsert, "new", 1)

@@ -45,10 +45,10 @@ async def test_replace_missing_is_none_and_creates_nothing(
 async def test_replace_with_expected_revision(repository: Repository, unique: Unique) -> None:
     key = unique("a")
     await repository.create(key, "1")
-    assert await repository.replace(key, "2", expected_revision=1) == Record(key, "2", 2)
-    assert await repository.replace(key, "3", expected_revision=1) == Stale(2)
+    assert await repository.replace(key, "2", if_revision=1) == Record(key, "2", 2)
+    assert await repository.replace(key, "3", if_revision=1) == Stale(2)
     assert await repository.get(key) == Record(key, "2", 2)
-    assert await repository.replace(unique("absent"), "3", expected_revision=1) is None
+    assert await repository.replace(unique("absent"), "3", if_revision=1) is None
 
 
 async def test_upsert_creates_then_overwrites(repository: Repository, unique: Unique) -> None:
@@ -70,10 +70,10 @@ async def test_delete_returns_the_last_revision(repository: Repository, unique: 
 async def test_delete_with_expected_revision(repository: Repository, unique: Unique) -> None:
     key = unique("a")
     await repository.create(key, "1")
-    assert await repository.delete(key, expected_revision=7) == Stale(1)
+    assert await repository.delete(key, if_revision=7) == Stale(1)
     assert await repository.get(key) == Record(key, "1", 1)
-    assert await repository.delete(key, expected_revision=1) == 1
-    assert await repository.delete(key, expected_revision=1) is None
+    assert await repository.delete(key, if_revision=1) == 1
+    assert await repository.delete(key, if_revision=1) is None
 
 
 async def test_recreated_key_starts_again_at_revision_1(
@@ -110,7 +110,7 @@ async def test_concurrent_conditional_replaces_let_exactly_one_win(
     key = unique("cas")
     await repository.create(key, "0")
     results = await asyncio.gather(
-        *(repository.replace(key, str(i), expected_revision=1) for i in range(32))
+        *(repository.replace(key, str(i), if_revision=1) for i in range(32))
     )
     winners = [r for r in results if isinstance(r, Record)]
     assert len(winners) == 1
@@ -146,6 +146,6 @@ async def test_an_expected_revision_no_record_has_is_a_conflict(
     key = unique("a")
     await repository.create(key, "1")
     for expected in (0, 2**63, 2**64 - 1, 2**64, 10**30):
-        assert await repository.replace(key, "2", expected_revision=expected) == Stale(1)
-        assert await repository.delete(key, expected_revision=expected) == Stale(1)
+        assert await repository.replace(key, "2", if_revision=expected) == Stale(1)
+        assert await repository.delete(key, if_revision=expected) == Stale(1)
     assert await repository.get(key) == Record(key, "1", 1)

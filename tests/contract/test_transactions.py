@@ -42,8 +42,8 @@ async def test_every_operation_applies_together_and_answers_in_order(
     results = await repository.transact(
         [
             txn.Create(a, '{"new":true}'),
-            txn.Put(b, "2", expected_revision=1),
-            txn.Delete(c, expected_revision=2),
+            txn.Put(b, "2", if_revision=1),
+            txn.Delete(c, if_revision=2),
             txn.Get(d),
             txn.Get(e),
             txn.Check(d, 1),
@@ -97,10 +97,10 @@ async def test_a_failed_condition_aborts_with_nothing_written(
     cases: dict[str, txn.Op] = {
         "create of a present key": txn.Create(present, "2"),
         "put of an absent key": txn.Put(absent, "2"),
-        "put at another revision": txn.Put(present, "2", expected_revision=7),
-        "put with a revision of an absent key": txn.Put(absent, "2", expected_revision=1),
+        "put at another revision": txn.Put(present, "2", if_revision=7),
+        "put with a revision of an absent key": txn.Put(absent, "2", if_revision=1),
         "delete of an absent key": txn.Delete(absent),
-        "delete at another revision": txn.Delete(present, expected_revision=2),
+        "delete at another revision": txn.Delete(present, if_revision=2),
         "check absent of a present key": txn.Check(present, None),
         "check a revision of an absent key": txn.Check(absent, 1),
         "check another revision": txn.Check(present, 3),
@@ -133,9 +133,7 @@ async def test_concurrent_transactions_on_one_revision_let_exactly_one_win(
     own = [tagged(f"own{i}") for i in range(32)]
     answers = await asyncio.gather(
         *(
-            repository.transact(
-                [txn.Put(shared, str(i), expected_revision=1), txn.Create(key, "1")]
-            )
+            repository.transact([txn.Put(shared, str(i), if_revision=1), txn.Create(key, "1")])
             for i, key in enumerate(own)
         )
     )
@@ -173,8 +171,8 @@ async def test_a_reader_never_sees_half_a_transaction(
             amount = 1 if int(ra.value) > 0 else -1
             answer = await repository.transact(
                 [
-                    txn.Put(a, str(int(ra.value) - amount), expected_revision=ra.revision),
-                    txn.Put(b, str(int(rb.value) + amount), expected_revision=rb.revision),
+                    txn.Put(a, str(int(ra.value) - amount), if_revision=ra.revision),
+                    txn.Put(b, str(int(rb.value) + amount), if_revision=rb.revision),
                 ]
             )
             moves += not isinstance(answer, txn.Abort)

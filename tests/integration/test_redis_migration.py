@@ -87,7 +87,7 @@ async def test_records_of_an_earlier_kv_are_listed_after_start_up(
             assert entries[0] == Entry("r/00000", 1 + len("r/00000") % 3, None, '{"i":0}')
             # The old records are ordinary ones: revisions go on, deletes unlist them.
             key = Key("r/00001")
-            assert await repository.replace(key, "2", expected_revision=2) == Record(key, "2", 3)
+            assert await repository.replace(key, "2", if_revision=2) == Record(key, "2", 3)
             assert await repository.delete(Key("r/00002")) == 2
             assert len(await list_all(repository, "r/0000")) == 9
         assert client.get(prefix + "format/") == "2"  # done: the next start does nothing

@@ -89,12 +89,12 @@ class Model:
         return self.records[key]
 
     def replace(
-        self, key: str, value: str, *, expected_revision: int | None = None
+        self, key: str, value: str, *, if_revision: int | None = None
     ) -> Record | Stale | None:
         current = self.records.get(key)
         if current is None:
             return None
-        if expected_revision is not None and expected_revision != current.revision:
+        if if_revision is not None and if_revision != current.revision:
             return Stale(current.revision)
         self.records[key] = Record(key, value, current.revision + 1)
         return self.records[key]
@@ -104,11 +104,11 @@ class Model:
         self.records[key] = Record(key, value, 1 if current is None else current.revision + 1)
         return self.records[key]
 
-    def delete(self, key: str, *, expected_revision: int | None = None) -> int | Stale | None:
+    def delete(self, key: str, *, if_revision: int | None = None) -> int | Stale | None:
         current = self.records.get(key)
         if current is None:
             return None
-        if expected_revision is not None and expected_revision != current.revision:
+        if if_revision is not None and if_revision != current.revision:
             return Stale(current.revision)
         del self.records[key]
         return current.revision
@@ -121,7 +121,7 @@ def random_operation(rng: random.Random, keys: list[str], names: list[str]) -> O
     name = rng.choice(names)
     key = rng.choice(keys)
     value = rng.choice(['"a"', "[1,2]", '{"é":"🙂"}', "null", str(rng.randrange(1000))])
-    expected = {"expected_revision": rng.choice([None, 1, 2, 3])}
+    expected = {"if_revision": rng.choice([None, 1, 2, 3])}
     arguments: dict[str, Operation] = {
         "get": ("get", (key,), {}),
         "create": ("create", (key, value), {}),
@@ -197,8 +197,8 @@ async def test_a_failing_command_fails_only_its_caller(
             repository.get(Key("list")),
             repository.upsert(Key("ok"), "2"),
             repository.upsert(Key("list"), "2"),
-            repository.replace(Key("list"), "3", expected_revision=1),
-            repository.replace(Key("ok"), "3", expected_revision=2),
+            repository.replace(Key("list"), "3", if_revision=1),
+            repository.replace(Key("ok"), "3", if_revision=2),
             repository.delete(Key("list")),
             repository.get(Key("ok")),
             repository.get(Key("\ud800")),  # cannot be sent at all (the domain never passes one)

@@ -97,15 +97,13 @@ async def test_scripts_are_loaded_again_after_the_server_forgets_them(
         await repository.create(Key("k"), "1")
         with redis_server.client() as raw:
             raw.script_flush()  # what a restarted or new server looks like
-            assert await repository.replace(Key("k"), "2", expected_revision=1) == Record(
-                "k", "2", 2
-            )
+            assert await repository.replace(Key("k"), "2", if_revision=1) == Record("k", "2", 2)
             raw.script_flush()
             assert await repository.upsert(Key("k"), "3") == Record("k", "3", 3)
             raw.script_flush()
-            assert await repository.delete(Key("k"), expected_revision=1) == Stale(3)
+            assert await repository.delete(Key("k"), if_revision=1) == Stale(3)
             raw.script_flush()
-            assert await repository.delete(Key("k"), expected_revision=3) == 3
+            assert await repository.delete(Key("k"), if_revision=3) == 3
 
 
 async def test_revisions_compare_exactly_beyond_float_precision(
@@ -114,8 +112,8 @@ async def test_revisions_compare_exactly_beyond_float_precision(
     async with repository_on(redis_server.settings(), unique_prefix()) as repository:
         await repository.create(Key("k"), "1")
         huge = 2**63 + 1  # a client may send any If-Match; it must not collide with 1 as a float
-        assert await repository.replace(Key("k"), "2", expected_revision=huge) == Stale(1)
-        assert await repository.delete(Key("k"), expected_revision=huge) == Stale(1)
+        assert await repository.replace(Key("k"), "2", if_revision=huge) == Stale(1)
+        assert await repository.delete(Key("k"), if_revision=huge) == Stale(1)
 
 
 async def test_cluster_spreads_keys_over_its_masters(

@@ -61,10 +61,10 @@ async def test_operations_in_one_batch_apply_in_the_order_they_were_made(
             repository.get(key),
             repository.create(key, "1"),
             repository.create(key, "2"),
-            repository.replace(key, "3", expected_revision=1),
-            repository.replace(key, "4", expected_revision=1),
+            repository.replace(key, "3", if_revision=1),
+            repository.replace(key, "4", if_revision=1),
             repository.get(key),
-            repository.delete(key, expected_revision=9),
+            repository.delete(key, if_revision=9),
             repository.delete(key),
             repository.get(key),
         )

@@ -55,11 +55,11 @@ class ParkedRepository(MemoryRepository):
         key: Key,
         value: str,
         *,
-        expected_revision: int | None = None,
+        if_revision: int | None = None,
         ttl_ms: int | None = None,
     ) -> Record | Stale | None:
         await self._park()
-        return await super().replace(key, value, expected_revision=expected_revision, ttl_ms=ttl_ms)
+        return await super().replace(key, value, if_revision=if_revision, ttl_ms=ttl_ms)
 
     async def upsert(self, key: Key, value: str, *, ttl_ms: int | None = None) -> Record:
         await self._park()

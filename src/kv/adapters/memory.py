@@ -89,17 +89,12 @@ class MemoryRepository:
         return self._write(key, value, 1, ttl_ms)
 
     async def replace(
-        self,
-        key: Key,
-        value: str,
-        *,
-        expected_revision: int | None = None,
-        ttl_ms: int | None = None,
+        self, key: Key, value: str, *, if_revision: int | None = None, ttl_ms: int | None = None
     ) -> Record | Stale | None:
         current = self._live(key)
         if current is None:
             return None
-        if expected_revision is not None and current.revision != expected_revision:
+        if if_revision is not None and current.revision != if_revision:
             return Stale(current.revision)
         return self._write(key, value, current.revision + 1, ttl_ms, current)
 
@@ -108,11 +103,11 @@ class MemoryRepository:
         revision = 1 if current is None else current.revision + 1
         return self._write(key, value, revision, ttl_ms, current)
 
-    async def delete(self, key: Key, *, expected_revision: int | None = None) -> int | Stale | None:
+    async def delete(self, key: Key, *, if_revision: int | None = None) -> int | Stale | None:
         current = self._live(key)
         if current is None:
             return None
-        if expected_revision is not None and current.revision != expected_revision:
+        if if_revision is not None and current.revision != if_revision:
             return Stale(current.revision)
         self._remove(current, expired=False)
         return current.revision
@@ -260,7 +255,7 @@ def _condition(op: txn.Op, current: Record | None) -> txn.Failure | None:
     match op:
         case txn.Create():
             return None if current is None else txn.Failure.EXISTS
-        case txn.Put(expected_revision=expected) | txn.Delete(expected_revision=expected):
+        case txn.Put(if_revision=expected) | txn.Delete(if_revision=expected):
             if current is None:
                 return txn.Failure.NOT_FOUND
             if expected is not None and current.revision != expected:

@@ -24,14 +24,9 @@ class Repository(Protocol):
         """Store `value` at revision 1 if `key` is absent; None if it exists."""
 
     async def replace(
-        self,
-        key: Key,
-        value: str,
-        *,
-        expected_revision: int | None = None,
-        ttl_ms: int | None = None,
+        self, key: Key, value: str, *, if_revision: int | None = None, ttl_ms: int | None = None
     ) -> Record | Stale | None:
-        """Overwrite a present key (revision + 1), if at `expected_revision` when one is given.
+        """Overwrite a present key (revision + 1), if at `if_revision` when one is given.
 
         None when the key is absent, Stale when it is at another revision.
         """
@@ -39,8 +34,8 @@ class Repository(Protocol):
     async def upsert(self, key: Key, value: str, *, ttl_ms: int | None = None) -> Record:
         """Create at revision 1, or overwrite with revision + 1."""
 
-    async def delete(self, key: Key, *, expected_revision: int | None = None) -> int | Stale | None:
-        """Remove a present key (if at `expected_revision` when one is given); its last revision.
+    async def delete(self, key: Key, *, if_revision: int | None = None) -> int | Stale | None:
+        """Remove a present key (if at `if_revision` when one is given); its last revision.
 
         None when the key is absent, Stale when it is at another revision.
         """

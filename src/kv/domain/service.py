@@ -73,7 +73,7 @@ class KVService:
             return await self.repository.upsert(key, command.value, ttl_ms=command.ttl_ms)
         expected = _expected(command.if_match)
         answer = await self.repository.replace(
-            key, command.value, expected_revision=expected, ttl_ms=command.ttl_ms
+            key, command.value, if_revision=expected, ttl_ms=command.ttl_ms
         )
         return _found(key, expected, answer)
 
@@ -81,7 +81,7 @@ class KVService:
         """Delete the record; return the revision it had."""
         key = command.key
         expected = _expected(command.if_match)
-        return _found(key, expected, await self.repository.delete(key, expected_revision=expected))
+        return _found(key, expected, await self.repository.delete(key, if_revision=expected))
 
     async def list(self, command: ListKeys) -> Page:
         return await self.repository.list(

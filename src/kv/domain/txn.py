@@ -16,31 +16,39 @@ MAX_OPERATIONS = 128
 
 
 class Create(NamedTuple):
+    """Create an absent key (else Failure.EXISTS)."""
+
     key: Key
     value: str
     ttl_ms: int | None = None
 
 
 class Put(NamedTuple):
-    """Overwrite a present key (at `expected_revision` when given)."""
+    """Overwrite a present key (else NOT_FOUND), at `if_revision` when one is given (else
+    REVISION_MISMATCH)."""
 
     key: Key
     value: str
-    expected_revision: int | None = None
+    if_revision: int | None = None
     ttl_ms: int | None = None
 
 
 class Delete(NamedTuple):
+    """Delete a present key, on the conditions of a Put."""
+
     key: Key
-    expected_revision: int | None = None
+    if_revision: int | None = None
 
 
 class Get(NamedTuple):
+    """Read a key (None when it is absent): never a condition."""
+
     key: Key
 
 
 class Check(NamedTuple):
-    """The key must be at `revision`, or absent when it is None."""
+    """The key must be at `revision` (else NOT_FOUND or REVISION_MISMATCH), or absent when
+    it is None (else EXISTS)."""
 
     key: Key
     revision: int | None

@@ -85,14 +85,9 @@ class RedisRepository:
         return None if expires_at is None else Record(key, value, 1, expires_at or None)
 
     async def replace(
-        self,
-        key: Key,
-        value: str,
-        *,
-        expected_revision: int | None = None,
-        ttl_ms: int | None = None,
+        self, key: Key, value: str, *, if_revision: int | None = None, ttl_ms: int | None = None
     ) -> Record | Stale | None:
-        expected = "" if expected_revision is None else str(expected_revision)
+        expected = "" if if_revision is None else str(if_revision)
         answer = await self._write(key, self._scripts.replace, expected, value, _ttl(ttl_ms))
         if answer is None:
             return None
@@ -105,8 +100,8 @@ class RedisRepository:
         revision, expires_at = await self._write(key, self._scripts.upsert, value, _ttl(ttl_ms))
         return Record(key, value, revision, expires_at or None)
 
-    async def delete(self, key: Key, *, expected_revision: int | None = None) -> int | Stale | None:
-        expected = "" if expected_revision is None else str(expected_revision)
+    async def delete(self, key: Key, *, if_revision: int | None = None) -> int | Stale | None:
+        expected = "" if if_revision is None else str(if_revision)
         revision: int | None = await self._write(key, self._scripts.delete, expected)
         if revision is not None and revision < 0:
             return Stale(-revision)

@@ -32,14 +32,9 @@ class TarantoolRepository(Startup, Feed):
         return Record(key, value, 1, expires_at) if applied else None
 
     async def replace(
-        self,
-        key: str,
-        value: str,
-        *,
-        expected_revision: int | None = None,
-        ttl_ms: int | None = None,
+        self, key: str, value: str, *, if_revision: int | None = None, ttl_ms: int | None = None
     ) -> Record | Stale | None:
-        expected = None if expected_revision is None else _revision_arg(expected_revision)
+        expected = None if if_revision is None else _revision_arg(if_revision)
         applied, revision, expires_at = await self._run(
             [REPLACE, key, value, expected, ttl_ms], key
         )
@@ -51,8 +46,8 @@ class TarantoolRepository(Startup, Feed):
         _, revision, expires_at = await self._run([UPSERT, key, value, ttl_ms], key)
         return Record(key, value, revision, expires_at)
 
-    async def delete(self, key: str, *, expected_revision: int | None = None) -> int | Stale | None:
-        expected = None if expected_revision is None else _revision_arg(expected_revision)
+    async def delete(self, key: str, *, if_revision: int | None = None) -> int | Stale | None:
+        expected = None if if_revision is None else _revision_arg(if_revision)
         applied, revision, _ = await self._run([DELETE, key, expected], key)
         if applied:
             return int(revision)

@@ -15,11 +15,22 @@ Condition = int | Literal["*"] | None
 
 
 @dataclass(frozen=True, slots=True)
-class Get:
-    """Read a key, only if it is at `if_match` when given (else RevisionMismatch)."""
+class _OnKey:
+    """A command on one present key, applied only if it is at `if_match` when given (else
+    RevisionMismatch); KeyNotFound when the key is absent."""
 
     key: Key
     if_match: Condition = None
+
+
+@dataclass(frozen=True, slots=True)
+class Get(_OnKey):
+    """Read a key."""
+
+
+@dataclass(frozen=True, slots=True)
+class Delete(_OnKey):
+    """Delete a key; the service answers the revision it had."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,12 +60,6 @@ class Put:
     upsert: bool = False
     ttl_ms: int | None = None
     if_absent: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Delete:
-    key: Key
-    if_match: Condition = None
 
 
 @dataclass(frozen=True, slots=True)

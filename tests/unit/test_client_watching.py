@@ -2,6 +2,7 @@
 across lost streams."""
 
 import json
+from typing import Any
 
 import pytest
 
@@ -9,6 +10,7 @@ from kv.client import errors
 from kv.client.model import Record
 from kv.client.sse import ServerEvent, SSEDecoder
 from kv.client.watching import (
+    DEFAULT_BACKOFF,
     Backoff,
     DeleteEvent,
     Interrupted,
@@ -52,8 +54,13 @@ def test_the_decoder_joins_data_lines_and_skips_comments_and_empty_events() -> N
 NOW = [100.0]
 
 
-def state(**options: object) -> WatchState:
-    return WatchState(prefix="p/", clock=lambda: NOW[0], **options)  # type: ignore[arg-type]
+def state(**options: Any) -> WatchState:
+    """A watch of "p/" with `watch`'s defaults but for `options`, on the NOW clock."""
+    settings: dict[str, Any] = {
+        "prefix": "p/", "key": None, "initial": True, "give_up_after": None,
+        "backoff": DEFAULT_BACKOFF, "clock": lambda: NOW[0],
+    }  # fmt: skip
+    return WatchState(**(settings | options))
 
 
 def put(key: str, value: object, revision: int) -> ServerEvent:
@@ -174,7 +181,7 @@ def test_reconnections_back_off_and_honour_retry_after() -> None:
 
 
 def test_a_key_watch_keeps_only_its_key_of_the_listing() -> None:
-    watch = WatchState(key="k", clock=lambda: 0.0)
+    watch = state(prefix=None, key="k", clock=lambda: 0.0)
     assert watch.request.target == "/watch?key=k"
     events = watch.resync([Record("k", 1, 1), Record("k/other", 2, 1)])
     assert events == [PutEvent("k", 1, 1, None, resync=True), Synced("start", 1, 0)]

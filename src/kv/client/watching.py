@@ -128,13 +128,14 @@ class WatchState:
     def __init__(
         self,
         *,
-        prefix: str | None = None,
-        key: str | None = None,
-        initial: bool = True,
-        give_up_after: float | None = None,
-        backoff: Backoff = Backoff(),
+        prefix: str | None,
+        key: str | None,
+        initial: bool,
+        give_up_after: float | None,
+        backoff: Backoff,
         clock: Callable[[], float],
     ) -> None:
+        """Every option as `watch` was called with it (its defaults are written there only)."""
         self.request = core.watch_request(prefix=prefix, key=key)
         self.prefix = prefix
         self.key = key

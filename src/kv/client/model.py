@@ -3,17 +3,36 @@ operations and their results. Plain frozen dataclasses; JSON values are Python v
 `json.loads` gives them (dict, list, str, int, float, bool, None)."""
 
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeAlias
+from typing import Any, ClassVar, TypeAlias
 
 JSONValue: TypeAlias = Any  # any value json.dumps accepts without NaN or Infinity
 Seconds: TypeAlias = float | timedelta
 
 
 @dataclass(frozen=True, slots=True)
-class Record:
+class _Written:
+    """`as_json`: the object as the API writes it: its fields by name (a transaction's
+    operation led by its `op`), an optional field (default None) only when it is set, times
+    in RFC 3339 and ttls in seconds."""
+
+    op: ClassVar[str | None] = None
+
+    def as_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {} if self.op is None else {"op": self.op}
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if value is None and field.default is None:
+                continue
+            write = _WRITE.get(field.name)
+            data[field.name] = value if write is None else write(value)
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class Record(_Written):
     """A key's record: its value, its revision (1 when created, +1 on every overwrite) and,
     when it has a ttl, when it expires (an aware UTC datetime)."""
 
@@ -22,44 +41,30 @@ class Record:
     revision: int
     expires_at: datetime | None = None
 
-    def as_json(self) -> dict[str, Any]:
-        """As the API shows it: key, value, revision and expires_at when it has one."""
-        return _with_expiry({"key": self.key, "value": self.value, "revision": self.revision},
-                            self.expires_at)  # fmt: skip
-
 
 @dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(_Written):
     """A key in a listing made without values."""
 
     key: str
     revision: int
     expires_at: datetime | None = None
 
-    def as_json(self) -> dict[str, Any]:
-        return _with_expiry({"key": self.key, "revision": self.revision}, self.expires_at)
-
 
 @dataclass(frozen=True, slots=True)
-class Deleted:
+class Deleted(_Written):
     """What a delete answers: the key and the revision the deleted record had."""
 
     key: str
     revision: int
 
-    def as_json(self) -> dict[str, Any]:
-        return {"key": self.key, "revision": self.revision}
-
 
 @dataclass(frozen=True, slots=True)
-class Checked:
+class Checked(_Written):
     """A transaction's `check` result: the key's revision, None when it is absent."""
 
     key: str
     revision: int | None
-
-    def as_json(self) -> dict[str, Any]:
-        return {"key": self.key, "revision": self.revision}
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,66 +79,52 @@ class Page:
 
 
 @dataclass(frozen=True, slots=True)
-class TxnCreate:
-    """Create `key` (fails with reason `exists` when it is present)."""
+class TxnCreate(_Written):
+    """Create `key`; fails with reason `exists` when it is present."""
 
+    op = "create"
     key: str
     value: JSONValue
     ttl: Seconds | None = None
 
-    def as_json(self) -> dict[str, Any]:
-        return _with_ttl({"op": "create", "key": self.key, "value": self.value}, self.ttl)
-
 
 @dataclass(frozen=True, slots=True)
-class TxnPut:
-    """Overwrite a present `key`, at revision `if_revision` when given."""
+class TxnPut(_Written):
+    """Overwrite a present `key`, at revision `if_revision` when given; fails with reason
+    `not_found` when it is absent, `revision_mismatch` when it is at another revision."""
 
+    op = "put"
     key: str
     value: JSONValue
     if_revision: int | None = None
     ttl: Seconds | None = None
 
-    def as_json(self) -> dict[str, Any]:
-        op: dict[str, Any] = {"op": "put", "key": self.key, "value": self.value}
-        if self.if_revision is not None:
-            op["if_revision"] = self.if_revision
-        return _with_ttl(op, self.ttl)
-
 
 @dataclass(frozen=True, slots=True)
-class TxnDelete:
-    """Delete a present `key`, at revision `if_revision` when given."""
+class TxnDelete(_Written):
+    """Delete a present `key`, at revision `if_revision` when given; fails as TxnPut does."""
 
+    op = "delete"
     key: str
     if_revision: int | None = None
 
-    def as_json(self) -> dict[str, Any]:
-        op: dict[str, Any] = {"op": "delete", "key": self.key}
-        if self.if_revision is not None:
-            op["if_revision"] = self.if_revision
-        return op
-
 
 @dataclass(frozen=True, slots=True)
-class TxnGet:
+class TxnGet(_Written):
     """Read `key` (None in the results when absent; never a condition)."""
 
+    op = "get"
     key: str
-
-    def as_json(self) -> dict[str, Any]:
-        return {"op": "get", "key": self.key}
 
 
 @dataclass(frozen=True, slots=True)
-class TxnCheck:
-    """Require `key` at `revision`, or absent when `revision` is None."""
+class TxnCheck(_Written):
+    """Require `key` at `revision`, or absent when `revision` is None; fails with reason
+    `exists` (present, required absent), `not_found` or `revision_mismatch`."""
 
+    op = "check"
     key: str
     revision: int | None
-
-    def as_json(self) -> dict[str, Any]:
-        return {"op": "check", "key": self.key, "revision": self.revision}
 
 
 TxnOp: TypeAlias = TxnCreate | TxnPut | TxnDelete | TxnGet | TxnCheck
@@ -145,12 +136,6 @@ TxnResult: TypeAlias = Record | Deleted | Checked | None
 
 def ttl_seconds(ttl: Seconds) -> float:
     return ttl.total_seconds() if isinstance(ttl, timedelta) else ttl
-
-
-def _with_ttl(op: dict[str, Any], ttl: Seconds | None) -> dict[str, Any]:
-    if ttl is not None:
-        op["ttl"] = ttl_seconds(ttl)
-    return op
 
 
 # --- JSON in and out ------------------------------------------------------------------------
@@ -173,10 +158,7 @@ def format_time(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _with_expiry(data: dict[str, Any], expires_at: datetime | None) -> dict[str, Any]:
-    if expires_at is not None:
-        data["expires_at"] = format_time(expires_at)
-    return data
+_WRITE: dict[str, Callable[[Any], Any]] = {"expires_at": format_time, "ttl": ttl_seconds}
 
 
 def parse_time(text: object) -> datetime:

@@ -5,7 +5,7 @@ import json
 import string
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kv.client import core, errors
+from kv.client import TxnCreate, TxnDelete, TxnOp, core, errors
 from kv.client.core import Reply, Request
 from kv.client.model import Checked, Deleted, Entry, Page, Record, TxnCheck, TxnGet, TxnPut
 from kv.client.retry import RetryPolicy, parse_retry_after
@@ -228,6 +228,32 @@ def test_transaction_results_follow_the_operations() -> None:
     ]  # fmt: skip
     with pytest.raises(errors.UnexpectedResponse, match="4 results"):
         core.finish(call, reply(200, {"results": results[:3]}))
+
+
+def test_operations_and_results_are_written_as_the_api_writes_them() -> None:
+    """Optional fields only when set (a required None stays), ttls in seconds, times in UTC."""
+    ops: list[TxnOp] = [
+        TxnCreate("a", None), TxnCreate("a", {"x": 1}, ttl=timedelta(minutes=1)),
+        TxnPut("b", [1], if_revision=3, ttl=2.5), TxnPut("b", 1),
+        TxnDelete("c"), TxnDelete("c", if_revision=4), TxnGet("d"), TxnCheck("e", None),
+    ]  # fmt: skip
+    assert json.loads(core.txn(ops).request.body or b"")["ops"] == [
+        {"op": "create", "key": "a", "value": None},
+        {"op": "create", "key": "a", "value": {"x": 1}, "ttl": 60.0},
+        {"op": "put", "key": "b", "value": [1], "if_revision": 3, "ttl": 2.5},
+        {"op": "put", "key": "b", "value": 1},
+        {"op": "delete", "key": "c"},
+        {"op": "delete", "key": "c", "if_revision": 4},
+        {"op": "get", "key": "d"},
+        {"op": "check", "key": "e", "revision": None},
+    ]
+    expires = datetime(2026, 11, 25, 21, 15, 3, 120000, tzinfo=timezone(timedelta(hours=1)))
+    assert Entry("k", 1, expires).as_json() == {
+        "key": "k", "revision": 1, "expires_at": "2026-11-25T20:15:03.120Z"
+    }  # fmt: skip
+    assert Record("k", None, 1).as_json() == {"key": "k", "value": None, "revision": 1}
+    assert Deleted("k", 2).as_json() == {"key": "k", "revision": 2}
+    assert Checked("k", None).as_json() == {"key": "k", "revision": None}
 
 
 def test_a_listing_stops_at_its_limit_and_at_the_last_page() -> None:

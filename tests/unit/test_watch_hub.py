@@ -1,6 +1,8 @@
 """The watch hub: one feed per process, fanned out by prefix, each watcher bounded."""
 
 import asyncio
+import gc
+import weakref
 from collections.abc import AsyncGenerator, Sequence
 
 import pytest
@@ -73,6 +75,26 @@ async def test_a_busy_watcher_still_gets_an_empty_list_every_idle_period() -> No
     assert 0 in answers, answers  # heartbeats came while the changes did
     assert answers.count(0) <= (loop.time() - started) / 0.1 + 1, answers
     hub.close(watcher)
+
+
+async def test_a_closed_watcher_is_ended_and_its_idle_timer_lets_it_go() -> None:
+    """A reader that leaves mid-wait (a client gone) closes its watcher: it is ended, and
+    nothing keeps it (its backlog with it) alive until its idle timer would have fired."""
+    hub = WatchHub(MemoryRepository(), max_watchers=10, timeout=1)
+    watcher = await hub.open(Watch(""))
+    waiting = asyncio.ensure_future(watcher.next(idle=60))
+    await asyncio.sleep(0.01)
+    waiting.cancel()
+    await asyncio.wait([waiting])  # not awaited itself: its CancelledError would hold frames
+    assert waiting.cancelled()
+    hub.close(watcher)
+    async with asyncio.timeout(5):  # an open watcher would wait its 60 s
+        with pytest.raises(WatchClosed):
+            await watcher.next(idle=60)
+    gone = weakref.ref(watcher)
+    del watcher, waiting
+    gc.collect()  # the WatchClosed it holds refers back to it, by its traceback
+    assert gone() is None
 
 
 async def test_the_feed_stops_with_the_last_watcher_and_starts_with_the_next() -> None:

@@ -139,6 +139,9 @@ class WatchHub:
         return watcher
 
     def close(self, watcher: Watcher) -> None:
+        """Stop feeding `watcher`, and end it: its idle timer is cancelled with it, so that
+        a watcher whose reader left is not kept alive until the timer would have fired."""
+        watcher.end(WatchClosed())
         self._watchers.discard(watcher)
         if not self._watchers and self._feed is not None:
             self._feed.cancel()
@@ -147,7 +150,6 @@ class WatchHub:
     async def aclose(self) -> None:
         """End every watcher (the service is stopping) and the feed."""
         for watcher in list(self._watchers):
-            watcher.end(WatchClosed())
             self.close(watcher)
 
     def _start_feed(self) -> None:

@@ -81,14 +81,14 @@ class RedisRepository:
         return None if stored is None else parse_record(key, stored)
 
     async def create(self, key: Key, value: str, *, ttl_ms: int | None = None) -> Record | None:
-        expires_at = await self._write(key, self._scripts.create, value, _ttl(ttl_ms))
+        expires_at = await self._write(key, self._scripts.create, value, _optional(ttl_ms))
         return None if expires_at is None else Record(key, value, 1, expires_at or None)
 
     async def replace(
         self, key: Key, value: str, *, if_revision: int | None = None, ttl_ms: int | None = None
     ) -> Record | Stale | None:
-        expected = "" if if_revision is None else str(if_revision)
-        answer = await self._write(key, self._scripts.replace, expected, value, _ttl(ttl_ms))
+        expected, ttl = _optional(if_revision), _optional(ttl_ms)
+        answer = await self._write(key, self._scripts.replace, expected, value, ttl)
         if answer is None:
             return None
         if isinstance(answer, int):
@@ -97,12 +97,12 @@ class RedisRepository:
         return Record(key, value, revision, expires_at or None)
 
     async def upsert(self, key: Key, value: str, *, ttl_ms: int | None = None) -> Record:
-        revision, expires_at = await self._write(key, self._scripts.upsert, value, _ttl(ttl_ms))
+        ttl = _optional(ttl_ms)
+        revision, expires_at = await self._write(key, self._scripts.upsert, value, ttl)
         return Record(key, value, revision, expires_at or None)
 
     async def delete(self, key: Key, *, if_revision: int | None = None) -> int | Stale | None:
-        expected = "" if if_revision is None else str(if_revision)
-        revision: int | None = await self._write(key, self._scripts.delete, expected)
+        revision: int | None = await self._write(key, self._scripts.delete, _optional(if_revision))
         if revision is not None and revision < 0:
             return Stale(-revision)
         return revision
@@ -256,8 +256,9 @@ def _key(entry: Entry) -> str:
     return entry.key
 
 
-def _ttl(ttl_ms: int | None) -> str:
-    return "" if ttl_ms is None else str(ttl_ms)
+def _optional(number: int | None) -> str:
+    """An optional number (a ttl, an expected revision) as the scripts take it: '' for none."""
+    return "" if number is None else str(number)
 
 
 def _entries(answer: list[Any], *, values: bool) -> list[Entry]:
@@ -272,15 +273,15 @@ def _txn_args(op: txn.Op) -> tuple[str, str, str, str]:
     """An operation as the transaction script takes it: kind, value, expected, ttl."""
     match op:
         case txn.Create(_, value, ttl_ms):
-            return ("c", value, "", _ttl(ttl_ms))
+            return ("c", value, "", _optional(ttl_ms))
         case txn.Put(_, value, expected, ttl_ms):
-            return ("p", value, "" if expected is None else str(expected), _ttl(ttl_ms))
+            return ("p", value, _optional(expected), _optional(ttl_ms))
         case txn.Delete(_, expected):
-            return ("d", "", "" if expected is None else str(expected), "")
+            return ("d", "", _optional(expected), "")
         case txn.Get():
             return ("g", "", "", "")
         case txn.Check(_, revision):
-            return ("k", "", "" if revision is None else str(revision), "")
+            return ("k", "", _optional(revision), "")
     raise AssertionError(f"not an operation: {op!r}")
 
 

@@ -34,9 +34,8 @@ class TarantoolRepository(Startup, Feed):
     async def replace(
         self, key: str, value: str, *, if_revision: int | None = None, ttl_ms: int | None = None
     ) -> Record | Stale | None:
-        expected = None if if_revision is None else _revision_arg(if_revision)
         applied, revision, expires_at = await self._run(
-            [REPLACE, key, value, expected, ttl_ms], key
+            [REPLACE, key, value, _optional_revision(if_revision), ttl_ms], key
         )
         if applied:
             return Record(key, value, revision, expires_at)
@@ -47,8 +46,7 @@ class TarantoolRepository(Startup, Feed):
         return Record(key, value, revision, expires_at)
 
     async def delete(self, key: str, *, if_revision: int | None = None) -> int | Stale | None:
-        expected = None if if_revision is None else _revision_arg(if_revision)
-        applied, revision, _ = await self._run([DELETE, key, expected], key)
+        applied, revision, _ = await self._run([DELETE, key, _optional_revision(if_revision)], key)
         if applied:
             return int(revision)
         return None if revision is None else Stale(revision)
@@ -116,9 +114,7 @@ def _transaction_result(op: txn.Op, result: Any) -> txn.Result:
     return None if result is None else int(result)  # a check: the revision, or None
 
 
-def _revision_arg(expected: int) -> int:
-    return expected if 0 < expected < _UINT64_END else _NO_REVISION
-
-
 def _optional_revision(expected: int | None) -> int | None:
-    return None if expected is None else _revision_arg(expected)
+    if expected is None:
+        return None
+    return expected if 0 < expected < _UINT64_END else _NO_REVISION

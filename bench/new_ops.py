@@ -27,6 +27,8 @@ LIST_KEYS = 100_000
 TXN_BATCH = 128  # the most operations a transaction may have
 TXN_GROUPS = 100  # a transaction writes the 10 keys t/<group>/0..9 of one group
 WATCHED_KEYS = 100  # PUTs go round w/0 .. w/99, under the watched prefix w/
+WATCHED = [f"w/{i}" for i in range(WATCHED_KEYS)]
+RECORD = f'{{"value":{VALUE}}}'  # a PUT's body
 WATCHER_COUNTS = (0, 10, 100)
 T = TypeVar("T")
 
@@ -117,7 +119,7 @@ def watchers(port: int, count: int) -> Iterator[subprocess.Popen[str]]:
 def watching(server: Server, count: int) -> Iterator[None]:
     """The WATCHED_KEYS keys w/* created, and `count` watchers reading w/ meanwhile."""
     with httpx.Client(base_url=server.url) as client:
-        load(client, [f"w/{i}" for i in range(WATCHED_KEYS)])
+        load(client, WATCHED)
     with watchers(server.port, count) if count else contextlib.nullcontext():
         yield
 
@@ -171,23 +173,21 @@ def bench_new_ops(
     result = NewOps(list_keys=list_keys)
     groups = [[f"t/{g}/{i}" for i in range(10)] for g in range(TXN_GROUPS)]
     txn_keys = [key for group in groups for key in group]
-    watched = [f"w/{i}" for i in range(WATCHED_KEYS)]
     with httpx.Client(base_url=server.url, timeout=30) as client:
         started = time.monotonic()
-        load(client, [f"{LIST_PREFIX}{i:07d}" for i in range(list_keys)] + txn_keys + watched)
+        load(client, [f"{LIST_PREFIX}{i:07d}" for i in range(list_keys)] + txn_keys + WATCHED)
         print(f"  loaded {list_keys:,} keys in {time.monotonic() - started:.1f} s", flush=True)
         result.store_keys = count_keys(client)
         pages = _pages(list_keys)
         first = client.get(pages[1]).raise_for_status().json()
         assert len(first["items"]) == 100, first
-    record = f'{{"value":{VALUE}}}'
     txn_bodies = [
         '{"ops":[' + ",".join(f'{{"op":"put","key":"{k}","value":{VALUE}}}' for k in g) + "]}"
         for g in groups
     ]
     listing = Workload("listing", pages[0], _lua_cycle(pages))
     txn = Workload("txn", "/txn", _lua_cycle(["/txn"], "POST", txn_bodies))
-    puts = Workload("puts", "/kv", _lua_cycle([f"/kv/{k}" for k in txn_keys], "PUT", [record]))
+    puts = Workload("puts", "/kv", _lua_cycle([f"/kv/{k}" for k in txn_keys], "PUT", [RECORD]))
     watched_put = put_watched()
     for round_ in range(rounds):
         _measure(
@@ -204,8 +204,7 @@ def bench_new_ops(
 
 def put_watched() -> Workload:
     """PUTs round the WATCHED_KEYS keys w/0 .. w/99."""
-    paths = [f"/kv/w/{i}" for i in range(WATCHED_KEYS)]
-    return Workload("watched", "/kv", _lua_cycle(paths, "PUT", [f'{{"value":{VALUE}}}']))
+    return Workload("watched", "/kv", _lua_cycle([f"/kv/{k}" for k in WATCHED], "PUT", [RECORD]))
 
 
 def _pages(list_keys: int) -> list[str]:
